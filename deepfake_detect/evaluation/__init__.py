@@ -1,0 +1,1 @@
+"""Turning collected scores into metrics, score files and reports."""
