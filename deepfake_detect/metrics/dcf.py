@@ -1,0 +1,135 @@
+"""ASVspoof 5 (track 1) CM metrics: normalised minDCF / actDCF, Cllr and minCllr.
+
+Bona fide is the positive class; higher score = more bona fide, accepted when score >= threshold.
+The DCF is ``Cmiss (1 - Pspoof) Pmiss + Cfa Pspoof Pfa`` normalised by the cost of the better
+trivial system, ``min(Cmiss (1 - Pspoof), Cfa Pspoof)``; with the ASVspoof 5 defaults
+(Pspoof 0.05, Cmiss 1, Cfa 10) that is ``1.9 Pmiss + Pfa``. actDCF and Cllr read the scores as
+natural-log likelihood ratios (bona fide vs spoof).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from deepfake_detect.metrics.eer import compute_det_curve
+
+P_SPOOF = 0.05
+C_MISS = 1.0
+C_FA = 10.0
+
+
+def _scores(values: ArrayLike, what: str) -> np.ndarray:
+    scores = np.asarray(values, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError(f"no {what} scores: the metric needs both bona fide and spoof trials")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what} scores contain NaN or infinite values")
+    return scores
+
+
+def _dcf_weights(p_spoof: float, c_miss: float, c_fa: float) -> tuple[float, float]:
+    """Weights of Pmiss and Pfa in the normalised DCF."""
+    if not 0.0 < p_spoof < 1.0:
+        raise ValueError(f"p_spoof must be in (0, 1), got {p_spoof}")
+    if not (c_miss > 0 and c_fa > 0 and np.isfinite(c_miss) and np.isfinite(c_fa)):
+        raise ValueError(f"costs must be finite and > 0, got c_miss={c_miss}, c_fa={c_fa}")
+    w_miss = c_miss * (1.0 - p_spoof)
+    w_fa = c_fa * p_spoof
+    norm = min(w_miss, w_fa)
+    return w_miss / norm, w_fa / norm
+
+
+def bayes_threshold(p_spoof: float = P_SPOOF, c_miss: float = C_MISS, c_fa: float = C_FA) -> float:
+    """Bayes decision threshold for LLRs: ``log(Cfa Pspoof / (Cmiss (1 - Pspoof)))``."""
+    _dcf_weights(p_spoof, c_miss, c_fa)
+    return float(np.log(c_fa * p_spoof / (c_miss * (1.0 - p_spoof))))
+
+
+def compute_min_dcf(
+    bonafide_scores: ArrayLike,
+    spoof_scores: ArrayLike,
+    p_spoof: float = P_SPOOF,
+    c_miss: float = C_MISS,
+    c_fa: float = C_FA,
+) -> tuple[float, float]:
+    """Minimum normalised DCF over all thresholds; returns ``(min_dcf, threshold)``."""
+    w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
+    p_miss, p_fa, thresholds = compute_det_curve(
+        _scores(bonafide_scores, "bona fide"), _scores(spoof_scores, "spoof")
+    )
+    dcf = w_miss * p_miss + w_fa * p_fa
+    i = int(np.argmin(dcf))
+    return float(dcf[i]), float(thresholds[i])
+
+
+def compute_act_dcf(
+    bonafide_llrs: ArrayLike,
+    spoof_llrs: ArrayLike,
+    p_spoof: float = P_SPOOF,
+    c_miss: float = C_MISS,
+    c_fa: float = C_FA,
+) -> tuple[float, float]:
+    """Normalised DCF at the Bayes threshold for LLR scores; returns ``(act_dcf, threshold)``."""
+    w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
+    bona = _scores(bonafide_llrs, "bona fide")
+    spoof = _scores(spoof_llrs, "spoof")
+    threshold = bayes_threshold(p_spoof, c_miss, c_fa)
+    dcf = w_miss * np.mean(bona < threshold) + w_fa * np.mean(spoof >= threshold)
+    return float(dcf), threshold
+
+
+def _cllr_bits(bona_llrs: np.ndarray, spoof_llrs: np.ndarray) -> float:
+    # log(1 + exp(-x)) via logaddexp: exact for large |x| and for +-inf.
+    miss = np.mean(np.logaddexp(0.0, -bona_llrs))
+    fa = np.mean(np.logaddexp(0.0, spoof_llrs))
+    return float((miss + fa) / (2.0 * np.log(2.0)))
+
+
+def compute_cllr(bonafide_llrs: ArrayLike, spoof_llrs: ArrayLike) -> float:
+    """Log-likelihood-ratio cost in bits (0 = perfect, 1 = a constant zero LLR)."""
+    return _cllr_bits(_scores(bonafide_llrs, "bona fide"), _scores(spoof_llrs, "spoof"))
+
+
+def pav_calibrate(
+    bonafide_scores: ArrayLike, spoof_scores: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal monotone (PAV / ROC convex hull) calibration of the scores to LLRs.
+
+    Returns ``(bonafide_llrs, spoof_llrs)``; tied scores get the same LLR. LLRs are +-inf where
+    the calibrated posterior is 0 or 1 (only on blocks that hold a single class).
+    """
+    bona = _scores(bonafide_scores, "bona fide")
+    spoof = _scores(spoof_scores, "spoof")
+    scores = np.concatenate([bona, spoof])
+    unique, inverse = np.unique(scores, return_inverse=True)
+    n_bona = np.bincount(inverse[: bona.size], minlength=unique.size).astype(np.float64)
+    n_all = np.bincount(inverse, minlength=unique.size).astype(np.float64)
+
+    # Pool adjacent violators on the tie groups, in increasing score order.
+    block_bona: list[float] = []
+    block_all: list[float] = []
+    block_len: list[int] = []
+    for b, a in zip(n_bona, n_all, strict=True):
+        block_bona.append(b)
+        block_all.append(a)
+        block_len.append(1)
+        while len(block_all) > 1 and (
+            block_bona[-2] * block_all[-1] >= block_bona[-1] * block_all[-2]
+        ):
+            b_last, a_last, n_last = block_bona.pop(), block_all.pop(), block_len.pop()
+            block_bona[-1] += b_last
+            block_all[-1] += a_last
+            block_len[-1] += n_last
+    posterior = np.repeat(np.array(block_bona) / np.array(block_all), block_len)
+
+    prior_log_odds = np.log(bona.size / spoof.size)
+    with np.errstate(divide="ignore"):
+        llr_per_group = np.log(posterior) - np.log1p(-posterior) - prior_log_odds
+    llrs = llr_per_group[inverse]
+    return llrs[: bona.size], llrs[bona.size :]
+
+
+def compute_min_cllr(bonafide_scores: ArrayLike, spoof_scores: ArrayLike) -> float:
+    """Cllr after the optimal monotone calibration (PAV): the discrimination part of Cllr."""
+    return _cllr_bits(*pav_calibrate(bonafide_scores, spoof_scores))

@@ -1,0 +1,213 @@
+"""Tandem detection cost function (t-DCF) of a countermeasure (CM) placed before a fixed ASV system.
+
+Two definitions are provided:
+
+- ``compute_tdcf_legacy``: the ASVspoof 2019 t-DCF (2019 evaluation plan), normalised by
+  ``min(C1, C2)``.
+- ``compute_tdcf_2021``: the revised t-DCF of Kinnunen et al. (IEEE/ACM TASLP 2020) used in
+  ASVspoof 2021, ``(C0 + C1 Pmiss_cm + C2 Pfa_cm) / (C0 + min(C1, C2))``.
+
+Score convention as in ``eer.py``: higher = more bona fide (CM) or more target (ASV), and a trial is
+accepted when its score is >= the threshold. The ASV threshold defaults to the ASV EER threshold of
+``compute_eer``; the ASVspoof reference code instead takes the score of the last *rejected* trial at
+the EER point and then accepts scores >= it, which moves its ASV error rates by one trial. Pass
+``asv_threshold`` to reproduce a specific operating point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from deepfake_detect.metrics.eer import compute_det_curve, compute_eer
+
+_DEFAULT_P_SPOOF = 0.05
+
+
+@dataclass(frozen=True)
+class LegacyTDCFCostModel:
+    """ASVspoof 2019 t-DCF parameters (defaults: the 2019 evaluation plan)."""
+
+    p_spoof: float = _DEFAULT_P_SPOOF
+    p_target: float = (1 - _DEFAULT_P_SPOOF) * 0.99
+    p_nontarget: float = (1 - _DEFAULT_P_SPOOF) * 0.01
+    c_miss_asv: float = 1.0
+    c_fa_asv: float = 10.0
+    c_miss_cm: float = 1.0
+    c_fa_cm: float = 10.0
+
+
+@dataclass(frozen=True)
+class TDCFCostModel:
+    """Revised (ASVspoof 2021) t-DCF parameters (defaults: the 2021 LA evaluation)."""
+
+    p_spoof: float = _DEFAULT_P_SPOOF
+    p_target: float = (1 - _DEFAULT_P_SPOOF) * 0.99
+    p_nontarget: float = (1 - _DEFAULT_P_SPOOF) * 0.01
+    c_miss: float = 1.0
+    c_fa: float = 10.0
+    c_fa_spoof: float = 10.0
+
+
+@dataclass(frozen=True)
+class ASVErrorRates:
+    """Error rates of the ASV system at a fixed threshold (fractions, not percentages)."""
+
+    threshold: float
+    p_miss: float  # targets rejected
+    p_fa: float  # nontargets accepted
+    p_fa_spoof: float  # spoofs accepted
+
+
+def _scores(values: ArrayLike, what: str) -> np.ndarray:
+    scores = np.asarray(values, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError(f"no {what} scores")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what} scores contain NaN or infinite values")
+    return scores
+
+
+def _check_priors_and_costs(priors: dict[str, float], costs: dict[str, float]) -> None:
+    for name, value in {**priors, **costs}.items():
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"t-DCF parameter {name} must be finite and >= 0, got {value}")
+    total = sum(priors.values())
+    if abs(total - 1.0) > 1e-10:
+        raise ValueError(f"t-DCF priors {sorted(priors)} must sum to 1, got {total}")
+
+
+def asv_error_rates(
+    target: ArrayLike,
+    nontarget: ArrayLike,
+    spoof: ArrayLike,
+    threshold: float | None = None,
+) -> ASVErrorRates:
+    """ASV miss, false-alarm and spoof false-alarm rates; threshold defaults to the ASV EER one."""
+    tar = _scores(target, "ASV target")
+    non = _scores(nontarget, "ASV nontarget")
+    spf = _scores(spoof, "ASV spoof")
+    if threshold is None:
+        threshold = compute_eer(tar, non)[1]
+    return ASVErrorRates(
+        threshold=float(threshold),
+        p_miss=float(np.mean(tar < threshold)),
+        p_fa=float(np.mean(non >= threshold)),
+        p_fa_spoof=float(np.mean(spf >= threshold)),
+    )
+
+
+def _cm_det_curve(
+    bonafide_cm: ArrayLike, spoof_cm: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bona = _scores(bonafide_cm, "CM bona fide")
+    spoof = _scores(spoof_cm, "CM spoof")
+    if np.unique(np.concatenate([bona, spoof])).size < 3:
+        raise ValueError("CM scores must be soft scores (>= 3 distinct values), not hard decisions")
+    return compute_det_curve(bona, spoof)
+
+
+def compute_tdcf_legacy(
+    bonafide_cm: ArrayLike,
+    spoof_cm: ArrayLike,
+    asv_target: ArrayLike,
+    asv_nontarget: ArrayLike,
+    asv_spoof: ArrayLike,
+    cost_model: LegacyTDCFCostModel | None = None,
+    *,
+    asv_threshold: float | None = None,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """ASVspoof 2019 normalised t-DCF.
+
+    ``C1 = Ptar (Cmiss_cm - Cmiss_asv Pmiss_asv) - Pnon Cfa_asv Pfa_asv``,
+    ``C2 = Cfa_cm Pspoof (1 - Pmiss_spoof_asv)``, and at each CM threshold
+    ``t-DCF = (C1 Pmiss_cm + C2 Pfa_cm) / min(C1, C2)``.
+    Returns ``(min_tdcf, tdcf_curve, cm_thresholds)``.
+    """
+    cm = cost_model or LegacyTDCFCostModel()
+    _check_priors_and_costs(
+        {"p_spoof": cm.p_spoof, "p_target": cm.p_target, "p_nontarget": cm.p_nontarget},
+        {
+            "c_miss_asv": cm.c_miss_asv,
+            "c_fa_asv": cm.c_fa_asv,
+            "c_miss_cm": cm.c_miss_cm,
+            "c_fa_cm": cm.c_fa_cm,
+        },
+    )
+    asv = asv_error_rates(asv_target, asv_nontarget, asv_spoof, asv_threshold)
+    p_miss_cm, p_fa_cm, thresholds = _cm_det_curve(bonafide_cm, spoof_cm)
+
+    c1 = cm.p_target * (cm.c_miss_cm - cm.c_miss_asv * asv.p_miss) - (
+        cm.p_nontarget * cm.c_fa_asv * asv.p_fa
+    )
+    c2 = cm.c_fa_cm * cm.p_spoof * asv.p_fa_spoof
+    if c1 < 0 or c2 < 0:
+        raise ValueError(
+            f"negative t-DCF weights (C1={c1:.6g}, C2={c2:.6g}): check the ASV error rates "
+            f"and the cost model"
+        )
+    norm = min(c1, c2)
+    if norm <= 0:
+        raise ValueError(
+            f"t-DCF normalisation min(C1, C2) is zero (C1={c1:.6g}, C2={c2:.6g}): "
+            + _degenerate_reason(asv, c2)
+        )
+    curve = (c1 * p_miss_cm + c2 * p_fa_cm) / norm
+    return float(curve.min()), curve, thresholds
+
+
+def compute_tdcf_2021(
+    bonafide_cm: ArrayLike,
+    spoof_cm: ArrayLike,
+    asv_target: ArrayLike,
+    asv_nontarget: ArrayLike,
+    asv_spoof: ArrayLike,
+    cost_model: TDCFCostModel | None = None,
+    *,
+    asv_threshold: float | None = None,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Revised (ASVspoof 2021) normalised t-DCF.
+
+    ``C0 = Ptar Cmiss Pmiss_asv + Pnon Cfa Pfa_asv``, ``C1 = Ptar Cmiss - C0``,
+    ``C2 = Pspoof Cfa_spoof Pfa_spoof_asv``, and at each CM threshold
+    ``t-DCF = (C0 + C1 Pmiss_cm + C2 Pfa_cm) / (C0 + min(C1, C2))``.
+    A perfect CM scores ``C0 / (C0 + min(C1, C2))``; a CM that accepts or rejects
+    everything scores at least 1. Returns ``(min_tdcf, tdcf_curve, cm_thresholds)``.
+    """
+    cm = cost_model or TDCFCostModel()
+    _check_priors_and_costs(
+        {"p_spoof": cm.p_spoof, "p_target": cm.p_target, "p_nontarget": cm.p_nontarget},
+        {"c_miss": cm.c_miss, "c_fa": cm.c_fa, "c_fa_spoof": cm.c_fa_spoof},
+    )
+    asv = asv_error_rates(asv_target, asv_nontarget, asv_spoof, asv_threshold)
+    p_miss_cm, p_fa_cm, thresholds = _cm_det_curve(bonafide_cm, spoof_cm)
+
+    c0 = cm.p_target * cm.c_miss * asv.p_miss + cm.p_nontarget * cm.c_fa * asv.p_fa
+    c1 = cm.p_target * cm.c_miss - c0
+    c2 = cm.p_spoof * cm.c_fa_spoof * asv.p_fa_spoof
+    if c1 < 0:
+        raise ValueError(
+            f"negative t-DCF weight C1={c1:.6g}: the ASV errors cost more than rejecting every "
+            f"target; check the ASV error rates and the cost model"
+        )
+    norm = c0 + min(c1, c2)
+    if norm <= 0:
+        raise ValueError(
+            f"t-DCF normalisation C0 + min(C1, C2) is zero (C0={c0:.6g}, C1={c1:.6g}, "
+            f"C2={c2:.6g}): " + _degenerate_reason(asv, c2)
+        )
+    curve = (c0 + c1 * p_miss_cm + c2 * p_fa_cm) / norm
+    return float(curve.min()), curve, thresholds
+
+
+def _degenerate_reason(asv: ASVErrorRates, c2: float) -> str:
+    if c2 > 0:
+        return "the ASV errors already cost as much as rejecting every target (C1 = 0)"
+    if asv.p_fa_spoof == 0:
+        return (
+            f"the ASV rejects every spoof at threshold {asv.threshold:.6g}, so the CM cannot "
+            f"change the cost"
+        )
+    return "the spoof prior or the spoof false-alarm cost is zero (C2 = 0)"
