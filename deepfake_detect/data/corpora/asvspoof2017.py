@@ -1,0 +1,93 @@
+"""ASVspoof 2017 V2 (replay): ``protocol_V2/ASVspoof2017_V2_{train.trn,dev.trl,eval.trl}.txt``.
+
+Protocol rows are ``FILE LABEL SPEAKER PHRASE ENVIRONMENT PLAYBACK RECORDING``, e.g.
+``T_1000001.wav genuine M0005 S01 - - -``; labels are ``genuine`` / ``spoof`` and the three
+replay-configuration ids (``E01``, ``P01``, ``R01``...) are ``-`` for genuine speech. Audio is
+``ASVspoof2017_V2_{split}/FILE`` (an unzip into a same-named folder, which nests it one level
+deeper, is accepted too).
+
+The attack is the replay configuration ``ENV-PLAYBACK-RECORDING`` (``E02-P01-R03``); the raw
+columns go into ``extra``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from deepfake_detect.data.corpora.base import (
+    Corpus,
+    list_audio,
+    read_lines,
+    require_dir,
+    require_file,
+)
+from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
+
+PROTOCOL_SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+LABEL_MAP = {"genuine": BONAFIDE, "spoof": SPOOF}
+COLUMNS = (
+    "file",
+    "label",
+    "speaker",
+    "phrase",
+    "environment",
+    "playback_device",
+    "recording_device",
+)
+
+
+class ASVspoof2017(Corpus):
+    name = "asvspoof2017"
+    splits = ("train", "dev", "eval")
+
+    def __init__(self, root: str | Path, missing_audio: str = "error") -> None:
+        super().__init__(root, missing_audio)
+
+    def protocol_file(self, split: str) -> Path:
+        root = require_dir(self.root, "ASVspoof2017 V2 root")
+        return root / "protocol_V2" / f"ASVspoof2017_V2_{PROTOCOL_SUFFIX[split]}.txt"
+
+    def audio_dir(self, split: str) -> Path:
+        folder = self.root / f"ASVspoof2017_V2_{split}"
+        nested = folder / folder.name
+        return nested if nested.is_dir() else folder
+
+    def _audio_files(self, split: str) -> Iterable[Path]:
+        return list_audio(self.audio_dir(split), (".wav",))
+
+    def _rows(self, split: str) -> list[Utterance]:
+        protocol = require_file(
+            self.protocol_file(split),
+            f"{self.name} {split} protocol",
+            f"`root` must be the folder holding protocol_V2/: {self.root}",
+        )
+        audio_dir = self.audio_dir(split)
+        rows = []
+        for lineno, parts in read_lines(protocol):
+            if len(parts) != len(COLUMNS):
+                raise CorpusError(
+                    f"{protocol}:{lineno}: expected {len(COLUMNS)} columns "
+                    f"'{' '.join(c.upper() for c in COLUMNS)}', got {len(parts)}: "
+                    f"{' '.join(parts)!r}"
+                )
+            record = dict(zip(COLUMNS, parts, strict=True))
+            label = LABEL_MAP.get(record["label"])
+            if label is None:
+                raise CorpusError(
+                    f"{protocol}:{lineno}: unknown label {record['label']!r} "
+                    "(expected genuine or spoof)"
+                )
+            replay = (record["environment"], record["playback_device"], record["recording_device"])
+            rows.append(
+                Utterance(
+                    utt_id=Path(record["file"]).stem,
+                    path=str(audio_dir / record["file"]),
+                    label=label,
+                    attack="-" if label == BONAFIDE else "-".join(replay),
+                    speaker=record["speaker"],
+                    split=split,
+                    extra={k: record[k] for k in COLUMNS[3:]},
+                )
+            )
+        return rows
