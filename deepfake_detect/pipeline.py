@@ -48,7 +48,10 @@ def _build(cfg: DictConfig, model: SpoofDetector) -> tuple[Any, L.Trainer, list[
 
 
 def _finish(
-    cfg: DictConfig, model: SpoofDetector, datamodule: Any, loggers: list[Logger],
+    cfg: DictConfig,
+    model: SpoofDetector,
+    datamodule: Any,
+    loggers: list[Logger],
     metrics: dict[str, float],
 ) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
@@ -112,4 +115,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if "test/eer" in metrics:
         print(f"test EER: {100 * metrics['test/eer']:.2f}%")
     return _finish(cfg, model, datamodule, loggers, metrics)
-

@@ -171,7 +171,10 @@ class SpoofDataModule(L.LightningDataModule):
         if report.resampled or report.downmixed:
             log.info(
                 "%s: %d files will be resampled to %d Hz, %d down-mixed to mono",
-                spec, report.resampled, self.sample_rate, report.downmixed,
+                spec,
+                report.resampled,
+                self.sample_rate,
+                report.downmixed,
             )
         if report.bad:
             described = [f"{path}: {reason}" for path, reason in report.bad]
@@ -180,8 +183,9 @@ class SpoofDataModule(L.LightningDataModule):
                     f"{spec}: {len(report.bad)} unusable audio files: {name_some(described)}. "
                     "Fix or remove them, or set data.bad_audio=skip to skip and count them."
                 )
-            log.warning("%s: skipping %d unusable files: %s", spec, len(report.bad),
-                        name_some(described))
+            log.warning(
+                "%s: skipping %d unusable files: %s", spec, len(report.bad), name_some(described)
+            )
             bad = {path for path, _ in report.bad}
             rows = [row for row in rows if row.path not in bad]
         self.scan_skipped[str(spec)] = len(report.bad)
@@ -211,9 +215,8 @@ class SpoofDataModule(L.LightningDataModule):
                     raise CorpusError(f"training set has a class with no examples: {counts}")
             self.val_rows = self._gather(self.val_specs)
         if stage in (None, "test"):
-            self.test_sets = {
-                name: self.rows(spec) for name, spec in zip(self.test_names, self.test_specs)
-            }
+            pairs = zip(self.test_names, self.test_specs, strict=True)
+            self.test_sets = {name: self.rows(spec) for name, spec in pairs}
         self._write_manifests()
 
     def _write_manifests(self) -> None:
@@ -254,22 +257,33 @@ class SpoofDataModule(L.LightningDataModule):
 
     def _eval_loader(self, rows: list[Utterance]) -> DataLoader:
         dataset = SpoofDataset(
-            rows, self.sample_rate, self.normalize, self.eval_max_len, random_crop=False,
-            pad="none", bad_audio=self.bad_audio,
+            rows,
+            self.sample_rate,
+            self.normalize,
+            self.eval_max_len,
+            random_crop=False,
+            pad="none",
+            bad_audio=self.bad_audio,
         )
-        return self._loader(dataset, self.eval_batch_size, sampler=OrderedSampler(longest_first(rows)))
+        return self._loader(
+            dataset, self.eval_batch_size, sampler=OrderedSampler(longest_first(rows))
+        )
 
     def train_dataloader(self) -> DataLoader:
         dataset = SpoofDataset(
-            self.train_rows, self.sample_rate, self.normalize, self.max_len, random_crop=True,
-            pad=self.train_pad, bad_audio=self.bad_audio,
+            self.train_rows,
+            self.sample_rate,
+            self.normalize,
+            self.max_len,
+            random_crop=True,
+            pad=self.train_pad,
+            bad_audio=self.bad_audio,
         )
         drop_last = len(dataset) > self.batch_size  # never drop the only batch of a tiny set
         if self.balance == "sampler":
             counts = class_counts(self.train_rows)
             weights = torch.tensor([1.0 / counts[row.label] for row in self.train_rows])
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
+            sampler = WeightedRandomSampler(weights, len(weights))  # seeded by seed_everything
             return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=drop_last)
 

@@ -1,4 +1,4 @@
-"""The one Dataset: manifest rows -> preprocessed waveforms, cropped or padded, batched with lengths."""
+"""The one Dataset: manifest rows -> preprocessed waveforms, cropped or padded, with lengths."""
 
 from __future__ import annotations
 

@@ -17,13 +17,17 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """One row per test set: EER, accuracy, min t-DCF, then EER per attack (all in %, t-DCF raw)."""
-    attacks = sorted({k[4:] for metrics in results.values() for k in metrics if k.startswith("eer_")})
+    attacks = sorted(
+        {k[4:] for metrics in results.values() for k in metrics if k.startswith("eer_")}
+    )
     header = ["test set", "EER %", "acc %", "min t-DCF", *(f"{a} EER %" for a in attacks)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in results.items():
         tdcf = m.get("min_tdcf")
         cells = [
-            name, _pct(m.get("eer")), _pct(m.get("acc")),
+            name,
+            _pct(m.get("eer")),
+            _pct(m.get("acc")),
             "–" if tdcf is None else f"{tdcf:.4f}",
             *(_pct(m.get(f"eer_{a}")) for a in attacks),
         ]

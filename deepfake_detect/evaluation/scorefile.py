@@ -21,7 +21,7 @@ def write_score_file(path: str | Path, rows: Sequence[Utterance], scores: Sequen
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(SCORE_COLUMNS)
-        for row, score in zip(rows, scores):
+        for row, score in zip(rows, scores, strict=True):
             writer.writerow([row.utt_id, f"{float(score):.6f}", row.label, row.attack])
     tmp.replace(path)
     return path

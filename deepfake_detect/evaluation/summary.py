@@ -33,7 +33,7 @@ def summarize_scores(
     out["eer"] = compute_eer(scores[bona], scores[~bona])[0]
     if attacks is not None:
         attacks = np.asarray(attacks)
-        for attack in sorted(set(attacks[~bona])):
+        for attack in sorted(set(attacks[~bona]) - {"-"}):  # "-": no attack id recorded
             spoof = scores[(attacks == attack) & ~bona]
             out[f"eer_{attack}"] = compute_eer(scores[bona], spoof)[0]
     if asv is not None:

@@ -94,7 +94,10 @@ class SpoofDetector(L.LightningModule):
             return {"optimizer": optimizer}
         total = self.trainer.estimated_stepping_batches
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # -- steps ------------------------------------------------------------------------------------
     def _count_skipped(self, stage: str, batch: dict[str, Any]) -> None:
@@ -115,21 +118,30 @@ class SpoofDetector(L.LightningModule):
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=size)
         return loss
 
-    def _score_batch(self, batch: dict[str, Any], collector: ScoreCollector, stage: str) -> None:
+    def _score_batch(
+        self, batch: dict[str, Any], collector: ScoreCollector, stage: str, prefix: str
+    ) -> None:
         self._count_skipped(stage, batch)
         if batch["label"].numel() == 0:
             return
         logits = self(batch["wave"], batch["lengths"])
         collector.update(batch["index"], bonafide_score(logits), batch["label"])
         loss = F.cross_entropy(logits.float(), batch["label"], weight=self.class_weights)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["label"].numel(),
-                 sync_dist=True, add_dataloader_idx=False)
+        self.log(
+            f"{prefix}/loss",
+            loss,
+            on_epoch=True,
+            batch_size=batch["label"].numel(),
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._score_batch(batch, self.val_scores, "val")
+        self._score_batch(batch, self.val_scores, "val", "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._score_batch(batch, self.test_scores[dataloader_idx], "test")
+        name = self.test_names[dataloader_idx]
+        self._score_batch(batch, self.test_scores[dataloader_idx], "test", f"test/{name}")
 
     # -- epoch ends -------------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
@@ -145,7 +157,7 @@ class SpoofDetector(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
         self.test_results: dict[str, dict[str, float]] = {}
-        for i, (name, collector) in enumerate(zip(self.test_names, self.test_scores)):
+        for i, (name, collector) in enumerate(zip(self.test_names, self.test_scores, strict=True)):
             collected = collector.compute()
             collector.reset()
             rows = [datamodule.test_sets[name][j] for j in collected["index"]]

@@ -7,7 +7,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def warmup_linear_decay(
-    optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1, warmup_steps: int | None = None
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_ratio: float = 0.1,
+    warmup_steps: int | None = None,
 ) -> LambdaLR:
     """Linear warm-up from 0 to the base rate, then linear decay to 0 at ``total_steps``
     (``warmup_steps`` wins over ``warmup_ratio`` when given)."""

@@ -1,4 +1,4 @@
-"""The seed's classifier: Wav2Vec2 encoder -> pooling over frames -> dropout -> linear -> 2 logits."""
+"""The seed's classifier: Wav2Vec2 -> pooling over frames -> dropout -> linear -> 2 logits."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _offline_help(source: str, why: str) -> str:
     return (
         f"cannot load the pretrained encoder {source!r} from the Hugging Face hub ({why}). "
         "On a machine with internet, save a local copy, e.g.\n"
-        f"  python -c \"from transformers import Wav2Vec2Model; "
+        f'  python -c "from transformers import Wav2Vec2Model; '
         f"Wav2Vec2Model.from_pretrained('{source}').save_pretrained('/models/{source.split('/')[-1]}')\"\n"
         "then point the model at it: model.net.source=/models/"
         f"{source.split('/')[-1]} (or set model.net.pretrained=false to train from scratch)."
@@ -64,7 +64,9 @@ def load_encoder(
         raise EncoderLoadError(f"encoder directory not found: {local} (check model.net.source)")
     try:
         if not pretrained:
-            return Wav2Vec2Model(Wav2Vec2Config.from_pretrained(str(local) if looks_local else source))
+            return Wav2Vec2Model(
+                Wav2Vec2Config.from_pretrained(str(local) if looks_local else source)
+            )
         if looks_local:
             return Wav2Vec2Model.from_pretrained(str(local), local_files_only=True, **overrides)
         with contextlib.suppress(OSError):  # already in the local Hugging Face cache

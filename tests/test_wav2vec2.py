@@ -1,0 +1,160 @@
+"""The Wav2Vec2 classifier: loading (offline, local), freeze modes, padding, rebuilding."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_W2V2
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from deepfake_detect.models.module import SpoofDetector
+from deepfake_detect.models.wav2vec2 import EncoderLoadError, Wav2Vec2Classifier, masked_pool
+
+OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2}
+
+
+def tiny_net(**kwargs) -> dict:
+    return {
+        "_target_": "deepfake_detect.models.wav2vec2.Wav2Vec2Classifier",
+        "pretrained": False,
+        "config": dict(TINY_W2V2),
+        **kwargs,
+    }
+
+
+def one_step(model: SpoofDetector) -> dict[str, torch.Tensor]:
+    """Snapshot every parameter, take one optimiser step on random audio, return the snapshot."""
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    wave = torch.randn(4, 8000)
+    loss = torch.nn.functional.cross_entropy(model(wave), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    optimizer.step()
+    return before
+
+
+def changed(model: SpoofDetector, before: dict[str, torch.Tensor], prefix: str) -> list[bool]:
+    return [
+        not torch.equal(before[name], p.detach())
+        for name, p in model.named_parameters()
+        if name.startswith(prefix)
+    ]
+
+
+def test_frozen_encoder_gets_no_gradient_and_stays_unchanged() -> None:
+    model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="all")
+    before = one_step(model)
+    encoder = [p for n, p in model.named_parameters() if n.startswith("net.encoder.")]
+    assert encoder and all(p.grad is None and not p.requires_grad for p in encoder)
+    assert not any(changed(model, before, "net.encoder."))
+    assert all(changed(model, before, "net.head."))
+    # the encoder stays in eval mode (no dropout) while the module trains
+    assert model.training and not model.net.encoder.training
+
+
+def test_frozen_encoder_builds_no_autograd_graph() -> None:
+    net = Wav2Vec2Classifier(pretrained=False, config=TINY_W2V2)
+    net.set_freeze("all")
+    states, _ = net.hidden_states(torch.randn(2, 4000))
+    assert not any(s.requires_grad for s in states)
+    assert net(torch.randn(2, 4000)).requires_grad  # the head still trains
+
+
+def test_feature_encoder_freeze_trains_only_the_transformer() -> None:
+    model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="feature_encoder")
+    before = one_step(model)
+    assert not any(changed(model, before, "net.encoder.feature_extractor."))
+    assert all(changed(model, before, "net.encoder.encoder.layers.0.attention."))
+    assert all(changed(model, before, "net.head."))
+
+
+def test_finetune_changes_the_whole_encoder() -> None:
+    model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="none")
+    before = one_step(model)
+    assert all(changed(model, before, "net.encoder.feature_extractor."))
+    assert all(changed(model, before, "net.encoder.encoder.layers."))
+
+
+def test_unknown_freeze_mode() -> None:
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="half")
+
+
+def test_padding_does_not_change_scores() -> None:
+    torch.manual_seed(0)
+    net = Wav2Vec2Classifier(pretrained=False, config=TINY_W2V2).eval()
+    short, long = torch.randn(6000), torch.randn(9000)
+    batch = torch.zeros(2, 9000)
+    batch[0, :6000], batch[1] = short, long
+    with torch.inference_mode():
+        batched = net(batch, torch.tensor([6000, 9000]))
+        alone = net(short[None], torch.tensor([6000]))
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)
+
+
+def test_pooling_ignores_padded_frames() -> None:
+    frames = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert masked_pool(frames, mask, "mean").item() == 2.0
+    assert masked_pool(frames, mask, "max").item() == 3.0
+    assert masked_pool(frames, mask, "stats").tolist() == [[2.0, 1.0]]
+
+
+def test_hidden_states_of_every_layer_are_reachable() -> None:
+    net = Wav2Vec2Classifier(pretrained=False, config=TINY_W2V2, layer=1)
+    states, mask = net.hidden_states(torch.randn(3, 8000), torch.tensor([8000, 4000, 2000]))
+    assert len(states) == TINY_W2V2["num_hidden_layers"] + 1
+    assert states[0].shape == (3, mask.shape[1], 32)
+    assert mask.sum(dim=1).tolist() == [99, 49, 24]  # 80x down-sampling, valid frames only
+    assert net.embed(torch.randn(3, 8000)).shape == (3, 32)
+
+
+def test_offline_hub_id_fails_fast_with_instructions() -> None:
+    start = time.perf_counter()
+    with pytest.raises(EncoderLoadError, match=r"model\.net\.source=") as err:
+        Wav2Vec2Classifier(source="facebook/wav2vec2-base", pretrained=True)
+    assert time.perf_counter() - start < 10
+    assert "save_pretrained" in str(err.value)
+
+
+def test_missing_local_directory(tmp_path: Path) -> None:
+    with pytest.raises(EncoderLoadError, match="encoder directory not found"):
+        Wav2Vec2Classifier(source=str(tmp_path / "missing"), pretrained=True)
+
+
+def test_local_directory_loads_the_saved_weights(tmp_path: Path) -> None:
+    saved = Wav2Vec2Model(Wav2Vec2Config(**TINY_W2V2))
+    saved.save_pretrained(tmp_path / "tiny")
+    net = Wav2Vec2Classifier(source=str(tmp_path / "tiny"), pretrained=True)
+    loaded = net.encoder.state_dict()
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(tensor, loaded[name]), name
+
+
+def test_checkpoint_rebuilds_without_the_source(tmp_path: Path) -> None:
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_W2V2)).save_pretrained(tmp_path / "enc")
+    net = {
+        "_target_": "deepfake_detect.models.wav2vec2.Wav2Vec2Classifier",
+        "source": str(tmp_path / "enc"),
+        "pretrained": True,
+    }
+    model = SpoofDetector(net=net, optimizer=OPTIMIZER, freeze="all")
+    path = tmp_path / "m.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": "2.6.0",
+        },
+        path,
+    )
+    (tmp_path / "enc" / "model.safetensors").unlink()  # the source is gone
+    restored = SpoofDetector.load_from_checkpoint(path)
+    wave = torch.randn(1, 4000)
+    with torch.inference_mode():
+        assert torch.equal(model.eval()(wave), restored.eval()(wave))
+    assert restored.net.freeze_mode == "all"
