@@ -1,4 +1,4 @@
-"""End to end: compose the real configs, train, checkpoint, evaluate; entry points in subprocesses."""
+"""End to end: compose the real configs, train, checkpoint, evaluate; entry points as processes."""
 
 from __future__ import annotations
 
@@ -141,3 +141,49 @@ def test_scores_are_gathered_across_processes_before_eer() -> None:
     gathered = np.array(got["scores"])
     glabels = np.array(got["labels"])
     assert compute_eer(gathered[glabels == 1], gathered[glabels == 0])[0] == full
+
+
+def test_damaged_file_found_mid_run_is_skipped_and_reported(compose_cfg, tmp_path: Path) -> None:
+    import soundfile as sf
+    from conftest import TINY_SIZES, tone, write_la_corpus
+
+    root = write_la_corpus(tmp_path / "c", TINY_SIZES)
+    victim = sorted((root / "LA/ASVspoof2019_LA_eval/flac").glob("*.flac"))[0]
+    samples = tone(0.8)
+    samples[5] = np.nan
+    sf.write(victim, samples, 16000, format="WAV", subtype="FLOAT")  # header fine, samples not
+    cfg = compose_cfg(*tiny_la_overrides(root), "trainer.max_epochs=1", "data.bad_audio=skip")
+    metrics = train(cfg)
+    report = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert report["skipped"] == {"test": 1}
+    rows = read_score_file(Path(cfg.paths.output_dir) / "scores" / "asvspoof2019_la.tsv")
+    assert len(rows) == 23 and victim.stem not in {r["utt_id"] for r in rows}
+    assert 0 <= metrics["test/eer"] <= 1
+
+    cfg = compose_cfg(*tiny_la_overrides(root), "trainer.max_epochs=1")  # bad_audio=fail
+    with pytest.raises(Exception, match=rf"NaN.*{victim.stem}.*data.bad_audio=skip"):
+        train(cfg)
+
+
+def test_min_tdcf_reported_when_the_asv_scores_exist(compose_cfg, tmp_path: Path) -> None:
+    from conftest import TINY_SIZES, write_la_corpus
+
+    from deepfake_detect.metrics import compute_tdcf_legacy
+
+    root = write_la_corpus(tmp_path / "c", TINY_SIZES)
+    asv_dir = root / "LA" / "ASVspoof2019_LA_asv_scores"
+    asv_dir.mkdir()
+    rng = np.random.default_rng(0)
+    lines = [f"bonafide target {s:.4f}" for s in rng.normal(3, 1, 40)]
+    lines += [f"bonafide nontarget {s:.4f}" for s in rng.normal(-2, 1, 40)]
+    lines += [f"A05 spoof {s:.4f}" for s in rng.normal(1, 1, 40)]
+    (asv_dir / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt").write_text("\n".join(lines) + "\n")
+    cfg = compose_cfg(*tiny_la_overrides(root), "trainer.max_epochs=1")
+    metrics = train(cfg)
+    rows = read_score_file(Path(cfg.paths.output_dir) / "scores" / "asvspoof2019_la.tsv")
+    scores = np.array([float(r["score"]) for r in rows])
+    bona = np.array([r["label"] == "bonafide" for r in rows])
+    asv = np.array([float(line.split()[2]) for line in lines])
+    expected = compute_tdcf_legacy(scores[bona], scores[~bona], asv[:40], asv[40:80], asv[80:])[0]
+    assert metrics["test/min_tdcf"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["test/asvspoof2019_la/min_tdcf"] == pytest.approx(expected, abs=1e-6)

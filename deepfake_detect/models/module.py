@@ -116,6 +116,7 @@ class SpoofDetector(L.LightningModule):
         size = batch["label"].numel()
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def _score_batch(
