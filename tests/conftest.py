@@ -19,24 +19,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from deepfake_detect.models.save_encoder import TINY_CONFIG  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
-TINY_W2V2 = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [32, 32, 32],
-    "conv_kernel": [10, 4, 4],
-    "conv_stride": [5, 4, 4],
-    "feat_extract_norm": "layer",
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-    "mask_time_prob": 0.0,
-    "layerdrop": 0.0,
-}
+TINY_W2V2 = TINY_CONFIG
 
 
 def tone(seconds: float, rate: int = 16000, seed: int = 0, bonafide: bool = True) -> np.ndarray:

@@ -35,13 +35,13 @@ def _hub_reachable(source: str, timeout: float = 5.0) -> str | None:
 
 
 def _offline_help(source: str, why: str) -> str:
+    name = source.rstrip("/").split("/")[-1]
     return (
         f"cannot load the pretrained encoder {source!r} from the Hugging Face hub ({why}). "
-        "On a machine with internet, save a local copy, e.g.\n"
-        f'  python -c "from transformers import Wav2Vec2Model; '
-        f"Wav2Vec2Model.from_pretrained('{source}').save_pretrained('/models/{source.split('/')[-1]}')\"\n"
-        "then point the model at it: model.net.source=/models/"
-        f"{source.split('/')[-1]} (or set model.net.pretrained=false to train from scratch)."
+        "On a machine with internet, save a local copy:\n"
+        f"  python -m deepfake_detect.models.save_encoder {source} /models/{name}\n"
+        f"then point the model at it: model.net.source=/models/{name} "
+        "(or set model.net.pretrained=false to train from scratch)."
     )
 
 
