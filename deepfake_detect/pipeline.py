@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake_detect.evaluation.report import write_metrics, write_report
+from deepfake_detect.evaluation.report import log_run_files, write_metrics, write_test_report
 from deepfake_detect.models.module import SpoofDetector
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,11 @@ def _finish(
         log.warning("unusable audio skipped and counted: %s", skipped)
     write_metrics(out_dir / "metrics.json", metrics, getattr(model, "test_results", {}), skipped)
     if getattr(model, "test_results", None):
-        table = write_report(out_dir / "report.md", model.test_results)
+        table = write_test_report(out_dir, model.test_results, model.test_outputs)
         log.info("test results\n%s", table)
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and model.score_dir and model.score_dir.is_dir():
-            import wandb
-
-            artifact = wandb.Artifact(f"scores-{logger.experiment.id}", type="scores")
-            artifact.add_dir(str(model.score_dir))
-            artifact.add_file(str(out_dir / "metrics.json"))
-            logger.experiment.log_artifact(artifact)
+        if isinstance(logger, WandbLogger):
+            log_run_files(logger, out_dir)
     return metrics
 
 

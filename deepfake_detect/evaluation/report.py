@@ -49,3 +49,26 @@ def write_metrics(
 ) -> None:
     payload = {"metrics": dict(metrics), "test_sets": dict(test_results), "skipped": dict(skipped)}
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def write_test_report(
+    out_dir: str | Path,
+    results: Mapping[str, Mapping[str, float]],
+    outputs: Mapping[str, Mapping[str, Any]],
+) -> str:
+    """Write the run's test report files into ``out_dir``; return the markdown table."""
+    return write_report(Path(out_dir) / "report.md", results)
+
+
+def log_run_files(logger: Any, out_dir: str | Path) -> None:
+    """Log the run's score files and reports to W&B as one artifact."""
+    import wandb
+
+    out_dir = Path(out_dir)
+    artifact = wandb.Artifact(f"scores-{logger.experiment.id}", type="scores")
+    if (out_dir / "scores").is_dir():
+        artifact.add_dir(str(out_dir / "scores"), name="scores")
+    for name in ("metrics.json", "report.md"):
+        if (out_dir / name).is_file():
+            artifact.add_file(str(out_dir / name))
+    logger.experiment.log_artifact(artifact)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deepfake_detect.data.manifest import LABEL_TO_INDEX
+from deepfake_detect.data.manifest import LABEL_TO_INDEX, Utterance
 from deepfake_detect.metrics import compute_eer
 
 BONAFIDE_INDEX = LABEL_TO_INDEX["bonafide"]
@@ -43,3 +43,13 @@ def summarize_scores(
             scores[bona], scores[~bona], asv["target"], asv["nontarget"], asv["spoof"]
         )[0]
     return out
+
+
+def summarize_test_set(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    rows: Sequence[Utterance],
+    asv: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Every metric of one test set, given its manifest rows (for breakdowns)."""
+    return summarize_scores(scores, labels, [row.attack for row in rows], asv)

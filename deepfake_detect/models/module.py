@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from deepfake_detect.evaluation.scorefile import write_score_file
-from deepfake_detect.evaluation.summary import summarize_scores
+from deepfake_detect.evaluation.summary import summarize_scores, summarize_test_set
 from deepfake_detect.metrics.collector import ScoreCollector
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,13 @@ class SpoofDetector(L.LightningModule):
             self.test_scores = nn.ModuleList(ScoreCollector() for _ in names).to(self.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = instantiate(self.hparams.optimizer)(params=params)
+        optimizer_factory = instantiate(self.hparams.optimizer)
+        if hasattr(self.net, "param_groups"):
+            # nets with their own learning-rate layout (e.g. layer-wise decay) provide the groups
+            params = self.net.param_groups(optimizer_factory.keywords.get("lr", 1e-3))
+        else:
+            params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = optimizer_factory(params=params)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         total = self.trainer.estimated_stepping_batches
@@ -158,15 +163,16 @@ class SpoofDetector(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
         self.test_results: dict[str, dict[str, float]] = {}
+        self.test_outputs: dict[str, dict[str, Any]] = {}
+        """Per test set: gathered ``scores``, ``labels``, manifest ``rows``, ``asv`` scores."""
         for i, (name, collector) in enumerate(zip(self.test_names, self.test_scores, strict=True)):
             collected = collector.compute()
             collector.reset()
             rows = [datamodule.test_sets[name][j] for j in collected["index"]]
             asv = datamodule.asv_scores(name) if hasattr(datamodule, "asv_scores") else None
-            metrics = summarize_scores(
-                collected["scores"], collected["labels"], [row.attack for row in rows], asv
-            )
+            metrics = summarize_test_set(collected["scores"], collected["labels"], rows, asv)
             self.test_results[name] = metrics
+            self.test_outputs[name] = {**collected, "rows": rows, "asv": asv}
             for key, value in metrics.items():
                 if key.startswith("n_"):
                     continue
