@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import TINY_SIZES, tone, write_la_corpus
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from deepfake_detect.data.audio import AudioError, load_waveform, preprocess
@@ -278,3 +279,33 @@ def test_other_rates_and_stereo_are_converted(compose_cfg, tmp_path: Path) -> No
     assert (row.sample_rate, row.channels) == (22050, 2)
     item = dm.train_dataloader().dataset[index]
     assert item["wave"].shape == (16000,)
+
+
+def test_training_on_a_weighted_mix_of_corpora(compose_cfg, tiny_la: Path, tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    lines = ["path,label,split"]
+    for i in range(10):
+        bona = i % 2 == 0
+        sf.write(own / f"{i}.wav", tone(0.5, seed=100 + i, bonafide=bona), 16000)
+        lines.append(f"{i}.wav,{'bonafide' if bona else 'spoof'},train")
+    (own / "manifest.csv").write_text("\n".join(lines) + "\n")
+    dm = _datamodule(
+        compose_cfg,
+        tiny_la,
+        f"data.corpora.manifest_csv.root={own}",
+        "data.train=[asvspoof2019_la:train,manifest_csv:train]",
+        "data.train_weights=[1,3]",
+    )
+    dm.setup("fit")
+    assert len(dm.train_rows) == 36 + 10
+    weights = dm.sampling_weights()
+    assert float(weights[36:].sum() / weights.sum()) == pytest.approx(0.75)
+    # classes as drawn: 1/3 bona fide of a quarter, 1/2 of three quarters = 11/24 bona fide
+    assert dm.class_weights == pytest.approx([1 / (2 * 13 / 24), 1 / (2 * 11 / 24)])
+    drawn = torch.tensor(list(iter(dm.train_dataloader().sampler)))
+    assert 0.65 < float((drawn >= 36).float().mean()) < 0.85
+    with pytest.raises(
+        InstantiationException, match="one positive weight per data.train selection"
+    ):
+        _datamodule(compose_cfg, tiny_la, "data.train_weights=[1,2]")

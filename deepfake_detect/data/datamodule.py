@@ -84,6 +84,7 @@ class SpoofDataModule(L.LightningDataModule):
         self,
         corpora: Mapping[str, Any],
         train: str | Sequence[str] | None = None,
+        train_weights: Sequence[float] | None = None,
         val: str | Sequence[str] | None = None,
         test: str | Sequence[str] | None = None,
         sample_rate: int = 16000,
@@ -108,6 +109,14 @@ class SpoofDataModule(L.LightningDataModule):
             raise ValueError(f"data.validate must be one of {VALIDATE_MODES}, got {validate!r}")
         self.corpus_configs = corpora
         self.train_specs = [SetSpec.parse(s) for s in _as_list(train)]
+        self.train_weights = list(train_weights) if train_weights is not None else None
+        if self.train_weights is not None and (
+            len(self.train_weights) != len(self.train_specs) or min(self.train_weights) <= 0
+        ):
+            raise ValueError(
+                "data.train_weights needs one positive weight per data.train selection, got "
+                f"{self.train_weights} for {[str(s) for s in self.train_specs]}"
+            )
         self.val_specs = [SetSpec.parse(s) for s in _as_list(val)]
         self.test_specs = [SetSpec.parse(s) for s in _as_list(test)]
         self.test_names = test_set_names(self.test_specs)
@@ -235,14 +244,37 @@ class SpoofDataModule(L.LightningDataModule):
 
         return read_asv_scores(path)
 
+    def sampling_weights(self) -> torch.Tensor | None:
+        """Per training row draw weights: each selection gets its ``train_weights`` share of the
+        draws, and with ``balance="sampler"`` each class half of them. None: plain shuffling."""
+        if self.train_weights is None and self.balance != "sampler":
+            return None
+        weights = torch.ones(len(self.train_rows), dtype=torch.float64)
+        if self.train_weights is not None:
+            start = 0
+            for spec, share in zip(self.train_specs, self.train_weights, strict=True):
+                n = len(self.rows(spec))
+                weights[start : start + n] = share / n
+                start += n
+        if self.balance == "sampler":
+            targets = torch.tensor([row.target for row in self.train_rows])
+            for target in targets.unique():
+                chosen = targets == target
+                weights[chosen] /= weights[chosen].sum()
+        return weights
+
     @property
     def class_weights(self) -> list[float] | None:
-        """Inverse-frequency weights (spoof, bona fide) when ``balance="loss"``, else None."""
+        """Inverse-frequency weights (spoof, bona fide) of the classes as drawn (mixing weights
+        included) when ``balance="loss"``, else None."""
         if self.balance != "loss" or not self.train_rows:
             return None
-        counts = class_counts(self.train_rows)
-        total = sum(counts.values())
-        return [total / (len(LABELS) * counts[label]) for label in LABELS]
+        draws = self.sampling_weights()
+        if draws is None:
+            draws = torch.ones(len(self.train_rows), dtype=torch.float64)
+        targets = torch.tensor([row.target for row in self.train_rows])
+        mass = [float(draws[targets == i].sum()) for i in range(len(LABELS))]
+        return [sum(mass) / (len(LABELS) * m) for m in mass]
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, dataset: SpoofDataset, batch_size: int, **kwargs: Any) -> DataLoader:
@@ -280,9 +312,8 @@ class SpoofDataModule(L.LightningDataModule):
             bad_audio=self.bad_audio,
         )
         drop_last = len(dataset) > self.batch_size  # never drop the only batch of a tiny set
-        if self.balance == "sampler":
-            counts = class_counts(self.train_rows)
-            weights = torch.tensor([1.0 / counts[row.label] for row in self.train_rows])
+        weights = self.sampling_weights()
+        if weights is not None:
             sampler = WeightedRandomSampler(weights, len(weights))  # seeded by seed_everything
             return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=drop_last)
