@@ -1,14 +1,28 @@
-"""Score files: one line per utterance, written whole (never appended, so reruns cannot mix)."""
+"""Score files: one line per utterance, written whole (never appended, so reruns cannot mix).
+
+Besides the project's own TSV (``scores/<set>.tsv``), the challenge formats that the official
+ASVspoof scoring tools read (score = log-odds of bona fide, higher = more bona fide; scores are
+written as the shortest decimal that reads back to the same float):
+
+- ASVspoof 2019 CM score file (read by the 2019 ``evaluate_tDCF_asvspoof19`` tools): four
+  space-separated columns, no header, ``utt_id source key score``; source is the attack id
+  (``-`` for bona fide), key ``bonafide`` or ``spoof``: ``LA_E_2834763 A11 spoof -3.0125``.
+- ASVspoof 2021 (LA / PA / DF) submission: two space-separated columns, no header,
+  ``utt_id score``: ``LA_E_9332881 -3.0125``.
+- ASVspoof 5 track 1 submission: tab-separated with the header ``filename<TAB>cm-score``, then
+  ``utt_id<TAB>score``: ``E_000001<TAB>-3.0125``.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from deepfake_detect.data.manifest import Utterance
+from deepfake_detect.data.manifest import BONAFIDE, Utterance
 
 SCORE_COLUMNS = ("utt_id", "score", "label", "attack")
+ASVSPOOF5_HEADER = ("filename", "cm-score")
 
 
 def write_score_file(path: str | Path, rows: Sequence[Utterance], scores: Sequence[float]) -> Path:
@@ -30,3 +44,70 @@ def write_score_file(path: str | Path, rows: Sequence[Utterance], scores: Sequen
 def read_score_file(path: str | Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _write_lines(path: str | Path, lines: Iterable[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        for line in lines:
+            f.write(line + "\n")
+    tmp.replace(path)
+    return path
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` can be one field of a whitespace-separated score file."""
+    return bool(text) and not any(c.isspace() for c in text)
+
+
+def _checked(rows: Sequence[Utterance], scores: Sequence[float]) -> list[tuple[Utterance, str]]:
+    """Rows with their scores as text (the shortest decimal that reads back to the same float)."""
+    if len(rows) != len(scores):
+        raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
+    for row in rows:
+        if not is_token(row.utt_id):
+            raise ValueError(
+                f"utterance id {row.utt_id!r} cannot go in a whitespace-separated file"
+            )
+    return [(row, repr(float(score))) for row, score in zip(rows, scores, strict=True)]
+
+
+def write_asvspoof2019_cm(
+    path: str | Path, rows: Sequence[Utterance], scores: Sequence[float]
+) -> Path:
+    """ASVspoof 2019 CM score file: ``utt_id source key score`` (source ``-`` for bona fide)."""
+    lines = []
+    for row, score in _checked(rows, scores):
+        spoof_source = row.attack if is_token(row.attack) else "-"
+        source = "-" if row.label == BONAFIDE else spoof_source
+        lines.append(f"{row.utt_id} {source} {row.label} {score}")
+    return _write_lines(path, lines)
+
+
+def write_asvspoof2021(
+    path: str | Path, rows: Sequence[Utterance], scores: Sequence[float]
+) -> Path:
+    """ASVspoof 2021 submission: ``utt_id score``, no header."""
+    return _write_lines(path, (f"{row.utt_id} {score}" for row, score in _checked(rows, scores)))
+
+
+def write_asvspoof5(path: str | Path, rows: Sequence[Utterance], scores: Sequence[float]) -> Path:
+    """ASVspoof 5 track 1 submission: TSV, header ``filename cm-score``, then ``utt_id score``."""
+    body = (f"{row.utt_id}\t{score}" for row, score in _checked(rows, scores))
+    return _write_lines(path, ["\t".join(ASVSPOOF5_HEADER), *body])
+
+
+def read_asvspoof_scores(path: str | Path) -> dict[str, float]:
+    """Scores by utterance id from a file in any of the three challenge formats above."""
+    scores: dict[str, float] = {}
+    with Path(path).open() as f:
+        for line_no, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields or (line_no == 1 and tuple(fields) == ASVSPOOF5_HEADER):
+                continue
+            if len(fields) not in (2, 4):
+                raise ValueError(f"{path}:{line_no}: expected 2 or 4 columns, got {line.strip()!r}")
+            scores[fields[0]] = float(fields[-1])
+    return scores
