@@ -11,23 +11,26 @@ bursts. Speakers differ in F0, pitch range, vocal-tract length (formant scaling)
 shimmer, breathiness, open quotient and speaking rate.
 
 A spoof is a copy-synthesis: a fresh bona fide-like utterance of a target speaker of the same
-split is passed through one attack (analysis uses the synthesiser's true F0, voicing and glottal
-epochs, i.e. a perfect pitch tracker):
+split is passed through one attack (analysis uses the synthesiser's true F0 and voicing, i.e. a
+perfect pitch tracker):
 
-- **A01** Griffin-Lim: 80-band mel magnitude (512-point STFT, hop 128) -> non-negative linear
-  magnitude -> 32 Griffin-Lim iterations from random phase.
-- **A02** parametric vocoder: order-14 LPC envelope every 5 ms, excited by a jitter-free impulse
+- **A01** Griffin-Lim: 80-band mel magnitude (1024-point STFT, hop 256) -> non-negative linear
+  magnitude (multiplicative NNLS) -> 4 Griffin-Lim iterations from random phase.
+- **A02** parametric vocoder: order-10 LPC envelope every 5 ms, excited by a jitter-free impulse
   train on a smoothed F0 (noise when unvoiced, hard voicing decisions).
-- **A03** phase vocoder: time-stretched by a random factor and stretched back (no phase locking,
-  so phasiness and smeared transients).
-- **A04** (eval only, an unseen waveform-domain family) TD-PSOLA pitch shift by 2-4 semitones
-  with jitter-free synthesis marks; the source is rendered pre-shifted the other way, so F0
-  stays in the speaker's range.
+- **A03** phase vocoder: 2048-point STFT time-stretched by a random factor (0.5-0.7 or
+  1.4-2.0) and back, without phase locking: phasiness and smeared transients.
+- **A04** (eval only, an unseen sinusoidal family) harmonic-plus-noise vocoder: zero-phase
+  harmonics of a smoothed F0 up to 4 kHz on a liftered cepstral envelope, envelope-shaped noise
+  above that and in unvoiced frames.
 
-Both classes then go through the same finishing chain, so they differ only by attack
-artefacts, not by trivial cues: identical clip-duration and silence-margin distributions, a
-random channel (high-pass + low-pass) drawn from the same distribution, RMS normalisation to a
-random level, background noise added after the attack, and 16-bit quantisation.
+Every attack's output is then equalised in broad bands to its source's long-term spectrum and
+gated to the source's speech span (plus 30 ms), so bandwidth, tilt and energy smeared into the
+margins are no cue. Both classes then go through the same finishing chain: a random channel
+(high-pass + low-pass), RMS normalisation to a random level, background noise added after the
+attack, and 16-bit quantisation. Clip durations and silent margins are drawn from the same
+distributions for both classes. What is left to learn are the attacks' artefacts: phase
+incoherence, jitter-free or buzzy excitation, phasiness, smeared harmonics.
 
 Generation is deterministic: every utterance draws from its own ``numpy`` generator seeded by
 ``(seed, split, class/attack, index)``. A marker file written last records the version, seed and
@@ -54,7 +57,8 @@ from scipy.signal import butter, lfilter, sosfilt
 from deepfake_detect.data.manifest import CorpusError
 
 SAMPLE_RATE = 16_000
-DEMO_VERSION = "demo-la-1"
+DEMO_VERSION = "demo-la-2"
+"""Bump whenever the generated audio changes, so cached corpora are regenerated."""
 MARKER = ".complete"
 OWNER = ".demo_corpus"
 """Written before anything else: proves a root was made by this module, so it may be wiped."""
@@ -227,8 +231,9 @@ class Speech:
     """Per sample, Hz (defined everywhere; meaningful where ``voicing`` is high)."""
     voicing: np.ndarray
     """Per sample, 0..1."""
-    epochs: np.ndarray
-    """Glottal closure instants (sample positions) of voiced periods."""
+    start: int
+    end: int
+    """The speech span; the clip is silent outside it."""
 
 
 def _smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -285,13 +290,10 @@ def _f0_contour(rng: np.random.Generator, speaker: Speaker, n: int) -> np.ndarra
     return speaker.f0_hz * 2.0 ** (semitones / 12.0)
 
 
-def _glottal_flow(
-    rng: np.random.Generator, speaker: Speaker, f0: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rosenberg flow pulses at fractional positions with jitter and shimmer; closure instants."""
+def _glottal_flow(rng: np.random.Generator, speaker: Speaker, f0: np.ndarray) -> np.ndarray:
+    """Rosenberg flow pulses at fractional positions, with jitter and shimmer."""
     n = len(f0)
     flow = np.zeros(n)
-    closures = []
     opening = speaker.open_quotient * 0.65
     closing = speaker.open_quotient * 0.35
     start = rng.uniform(0, SAMPLE_RATE / f0[0])
@@ -307,9 +309,8 @@ def _glottal_flow(
             np.cos(0.5 * np.pi * np.clip((tau - opening) / closing, 0, 1)),
         )
         flow[idx] += amplitude * pulse
-        closures.append(start + period * (opening + closing))
         start += period
-    return flow, np.array(closures)
+    return flow
 
 
 def _formant_filter(source: np.ndarray, formants: np.ndarray, bandwidths: np.ndarray) -> np.ndarray:
@@ -376,7 +377,7 @@ def synthesize_speech(
     amplitude *= taper
 
     f0 = _f0_contour(rng, speaker, padded)
-    flow, closures = _glottal_flow(rng, speaker, f0)
+    flow = _glottal_flow(rng, speaker, f0)
     excitation = np.diff(flow, prepend=0.0)
     excitation /= np.sqrt(np.mean(excitation**2)) + 1e-12
     aspiration = rng.standard_normal(padded) * (0.3 + flow / (flow.max() + 1e-12))
@@ -398,9 +399,7 @@ def synthesize_speech(
     full_f0[start + span :] = f0[span - 1]
     full_voicing = np.zeros(n)
     full_voicing[start : start + span] = (voicing * taper)[:span]
-    closures = closures[closures < span]
-    voiced_closures = closures[voicing[closures.astype(int)] * taper[closures.astype(int)] > 0.5]
-    return Speech(wave, full_f0, full_voicing, voiced_closures + start)
+    return Speech(wave, full_f0, full_voicing, start, start + span)
 
 
 # ---------------------------------------------------------------- STFT helpers
@@ -455,9 +454,9 @@ def mel_filterbank(n_fft: int, n_mels: int = 80) -> sparse.csr_array:
 
 # ---------------------------------------------------------------- attacks
 
-GL_N_FFT, GL_HOP, GL_ITERATIONS = 1024, 256, 16
-LPC_ORDER = 14
-PV_N_FFT, PV_HOP = 1024, 256
+GL_N_FFT, GL_HOP, GL_ITERATIONS = 1024, 256, 4
+LPC_ORDER = 10
+PV_N_FFT, PV_HOP = 2048, 512
 PV_RATES = ((0.5, 0.7), (1.4, 2.0))
 HNM_MAX_VOICED_HZ = 4000.0
 HNM_LIFTER = 30
@@ -587,7 +586,7 @@ def harmonic_noise_attack(rng: np.random.Generator, speech: Speech) -> np.ndarra
     return harmonics + noise
 
 
-BALANCE_BANDS_HZ = (0.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5500.0, 8000.0)
+BALANCE_BANDS_HZ = (0, 250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000)
 
 
 def match_spectral_balance(wave: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -598,16 +597,16 @@ def match_spectral_balance(wave: np.ndarray, reference: np.ndarray) -> np.ndarra
     """
     spectrum = np.fft.rfft(wave)
     freqs = np.fft.rfftfreq(len(wave), 1 / SAMPLE_RATE)
-    reference_power = np.abs(np.fft.rfft(reference)) ** 2
-    power = np.abs(spectrum) ** 2
-    edges = np.asarray(BALANCE_BANDS_HZ)
+    edges = np.asarray(BALANCE_BANDS_HZ, dtype=float)
     band = np.clip(np.searchsorted(edges, freqs, side="right") - 1, 0, len(edges) - 2)
-    ratio = np.bincount(band, reference_power, len(edges) - 1) / (
-        np.bincount(band, power, len(edges) - 1) + 1e-20
-    )
     centres = (edges[:-1] + edges[1:]) / 2
-    log_gain = np.interp(freqs, centres, 0.5 * np.log(np.maximum(ratio, 1e-12)))
-    return np.fft.irfft(spectrum * np.exp(log_gain), n=len(wave))
+    target = np.bincount(band, np.abs(np.fft.rfft(reference)) ** 2, len(centres))
+    # The interpolated gain curve leaks between neighbouring bands: a few passes converge.
+    for _ in range(3):
+        power = np.bincount(band, np.abs(spectrum) ** 2, len(centres))
+        log_gain = 0.5 * np.log(np.maximum(target, 1e-20) / np.maximum(power, 1e-20))
+        spectrum = spectrum * np.exp(np.interp(freqs, centres, log_gain))
+    return np.fft.irfft(spectrum, n=len(wave))
 
 
 ATTACKS = {
@@ -619,6 +618,19 @@ ATTACKS = {
 
 
 # ---------------------------------------------------------------- finishing chain and corpus
+
+
+GATE_SECONDS = (0.03, 0.02)
+"""Hold and fade after the speech span; the silent margins are at least 0.1 s."""
+
+
+def _speech_gate(n: int, start: int, end: int) -> np.ndarray:
+    """Silence around the speech span, as in bona fide clips: long-window vocoders (the
+    phase vocoder's 128 ms frames) smear energy into the margins, which would be a cue."""
+    hold, fade = (round(x * SAMPLE_RATE) for x in GATE_SECONDS)
+    t = np.arange(n)
+    distance = np.maximum(start - hold - t, t - end - hold)
+    return np.clip(1 - distance / fade, 0, 1)
 
 
 def finish(rng: np.random.Generator, wave: np.ndarray) -> np.ndarray:
@@ -659,6 +671,7 @@ def render_utterance(
         wave = speech.wave
     else:
         wave = match_spectral_balance(ATTACKS[attack](rng, speech), speech.wave)
+        wave *= _speech_gate(len(wave), speech.start, speech.end)
     return finish(rng, wave)
 
 
