@@ -7,7 +7,8 @@ two parallel branches of heterogeneous stacking graph attention (HS-GAL) with a 
 element-wise max over the branches -> readout (max |.| and mean of both node types + master).
 
 One class, two named configs (``conf/model/aasist.yaml``, ``conf/model/aasist_l.yaml``); the
-defaults here are AASIST. With the reference configs the parameter counts are exactly the
+defaults here are AASIST. The graph half (``GraphBackEnd``) is shared with the SSL-AASIST back
+end (``ssl_aasist.py``). With the reference configs the parameter counts are exactly the
 published 297,866 (AASIST) and 85,306 (AASIST-L).
 
 Differences from the reference implementation:
@@ -177,10 +178,13 @@ class GraphPool(nn.Module):
         return pooled * new_mask.unsqueeze(-1), new_mask
 
 
-class _ResidualBlock2d(nn.Module):
-    """Pre-activation 2-D residual block (kernels 2x3) followed by a (1, 3) max-pool in time."""
+class ResidualBlock2d(nn.Module):
+    """Pre-activation 2-D residual block (kernels 2x3) followed by a (1, ``time_pool``) max-pool
+    in time (AASIST pools by 3; SSL-AASIST's blocks do not pool: ``time_pool=1``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, first: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, first: bool, time_pool: int = 3
+    ) -> None:
         super().__init__()
         self.bn1 = None if first else nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=(2, 3), padding=(1, 1))
@@ -192,7 +196,7 @@ class _ResidualBlock2d(nn.Module):
             else None
         )
         self.act = nn.SELU()
-        self.pool = nn.MaxPool2d((1, 3))
+        self.pool = nn.MaxPool2d((1, time_pool)) if time_pool > 1 else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """x [B, C, F, T] with zeros past each item's length; mask [B, 1, 1, T] or None."""
@@ -204,50 +208,39 @@ class _ResidualBlock2d(nn.Module):
         return self.pool(out + identity)
 
 
-def _time_mask_4d(lengths: Tensor | None, frames: int) -> Tensor | None:
+def time_mask_4d(lengths: Tensor | None, frames: int) -> Tensor | None:
+    """[B, 1, 1, frames] mask for [B, C, F, frames] feature maps (None when unpadded)."""
     return None if lengths is None else sequence_mask(lengths, frames)[:, None, None, :]
 
 
-class AASIST(nn.Module):
-    """AASIST anti-spoofing network; the defaults are the paper's AASIST config.
+class GraphBackEnd(nn.Module):
+    """The graph half of AASIST, shared by AASIST and the SSL-AASIST back end.
 
-    ``encoder_channels`` are the output channels of the six residual blocks. ``pool_ratios`` are
-    (spectral graph, temporal graph, HS-GAL outputs) and ``temperatures`` (spectral GAT, temporal
-    GAT, HS-GAL): the reference configs list a fourth value for each that its code never reads.
+    Spectral nodes (one per sub-band) and temporal nodes (one per frame, maybe padded) -> graph
+    attention + graph pooling on each -> two parallel branches of heterogeneous stacking graph
+    attention (HS-GAL) with a master node -> element-wise max over the branches -> readout
+    (max |.| and mean of both node types + master) -> dropout -> linear (spoof, bona fide).
+    Subclasses build their own encoder, call ``_build_graph`` and end ``embed`` with
+    ``_graph_embed``.
     """
 
-    def __init__(
+    def _build_graph(
         self,
-        sinc_filters: int = 70,
-        sinc_kernel_size: int = 128,
-        sample_rate: int = 16000,
-        encoder_channels: Sequence[int] = (32, 32, 64, 64, 64, 64),
-        gat_dims: Sequence[int] = (64, 32),
-        pool_ratios: Sequence[float] = (0.5, 0.7, 0.5),
-        temperatures: Sequence[float] = (2.0, 2.0, 100.0),
+        node_dim: int,
+        spectral_nodes: int,
+        gat_dims: Sequence[int],
+        pool_ratios: Sequence[float],
+        temperatures: Sequence[float],
     ) -> None:
-        super().__init__()
-        if sinc_filters < 3:
-            raise ValueError("sinc_filters must be >= 3 (the front end max-pools frequency by 3)")
         gat_dim, hs_dim = gat_dims
         ratio_s, ratio_t, ratio_hs = pool_ratios
         temp_s, temp_t, temp_hs = temperatures
-        channels = [1, *encoder_channels]
-        encoder_dim = channels[-1]
-
-        self.sinc = SincFilterbank(sinc_filters, sinc_kernel_size, sample_rate)
-        self.first_bn = nn.BatchNorm2d(1)
-        self.selu = nn.SELU()
-        self.encoder = nn.ModuleList(
-            _ResidualBlock2d(c_in, c_out, first=i == 0)
-            for i, (c_in, c_out) in enumerate(pairwise(channels))
-        )
-        self.pos_spectral = nn.Parameter(torch.randn(1, sinc_filters // 3, encoder_dim))
+        self.pos_spectral = nn.Parameter(torch.randn(1, spectral_nodes, node_dim))
         self.master1 = nn.Parameter(torch.randn(1, 1, gat_dim))
         self.master2 = nn.Parameter(torch.randn(1, 1, gat_dim))
 
-        self.gat_spectral = GraphAttention(encoder_dim, gat_dim, temp_s)
-        self.gat_temporal = GraphAttention(encoder_dim, gat_dim, temp_t)
+        self.gat_spectral = GraphAttention(node_dim, gat_dim, temp_s)
+        self.gat_temporal = GraphAttention(node_dim, gat_dim, temp_t)
         self.hs_gal11 = HeteroGraphAttention(gat_dim, hs_dim, temp_hs)
         self.hs_gal12 = HeteroGraphAttention(hs_dim, hs_dim, temp_hs)
         self.hs_gal21 = HeteroGraphAttention(gat_dim, hs_dim, temp_hs)
@@ -264,20 +257,6 @@ class AASIST(nn.Module):
         self.readout_drop = nn.Dropout(0.5)
         self.out_layer = nn.Linear(5 * hs_dim, 2)
         self.embedding_dim = 5 * hs_dim
-
-    def _encode(self, waveform: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """[B, T] -> feature map [B, C, sub-bands, frames] (zero past each item's frames)."""
-        if lengths is not None:
-            waveform = apply_mask(waveform, sequence_mask(lengths, waveform.shape[-1]))
-        x = torch.abs(self.sinc(waveform)).unsqueeze(1)
-        lengths = pooled_lengths(self.sinc.output_lengths(lengths), 3)
-        x = F.max_pool2d(x, (3, 3))
-        x = apply_mask(self.selu(self.first_bn(x)), _time_mask_4d(lengths, x.shape[-1]))
-        for block in self.encoder:
-            x = block(x, _time_mask_4d(lengths, x.shape[-1]))
-            lengths = pooled_lengths(lengths, 3)
-            x = apply_mask(x, _time_mask_4d(lengths, x.shape[-1]))
-        return x, lengths
 
     def _branch(
         self,
@@ -296,18 +275,13 @@ class AASIST(nn.Module):
         temporal_aug, spectral_aug, master_aug = second(temporal, spectral, master, mask)
         return temporal + temporal_aug, spectral + spectral_aug, master + master_aug, mask
 
-    def embed(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
-        features, frames = self._encode(waveform, lengths)
-        magnitude = torch.abs(features)
-
-        spectral = magnitude.amax(dim=3).transpose(1, 2) + self.pos_spectral
-        spectral, _ = self.pool_spectral(self.gat_spectral(spectral))
-
-        temporal = magnitude.amax(dim=2).transpose(1, 2)
-        mask = None if frames is None else sequence_mask(frames, temporal.shape[1])
+    def _graph_embed(self, spectral: Tensor, temporal: Tensor, mask: Tensor | None) -> Tensor:
+        """spectral [B, S, D] (before the positional term), temporal [B, T, D] with ``mask``
+        [B, T] (True = real frame) -> embedding [B, 5 * hs_dim]."""
+        spectral, _ = self.pool_spectral(self.gat_spectral(spectral + self.pos_spectral))
         temporal, mask = self.pool_temporal(self.gat_temporal(temporal, mask), mask)
 
-        batch = waveform.shape[0]
+        batch = temporal.shape[0]
         t1, s1, m1, mask1 = self._branch(
             self.hs_gal11,
             self.hs_gal12,
@@ -349,6 +323,61 @@ class AASIST(nn.Module):
 
     def classify(self, embedding: Tensor) -> Tensor:
         return self.out_layer(self.readout_drop(embedding))
+
+
+class AASIST(GraphBackEnd):
+    """AASIST anti-spoofing network; the defaults are the paper's AASIST config.
+
+    ``encoder_channels`` are the output channels of the six residual blocks. ``pool_ratios`` are
+    (spectral graph, temporal graph, HS-GAL outputs) and ``temperatures`` (spectral GAT, temporal
+    GAT, HS-GAL): the reference configs list a fourth value for each that its code never reads.
+    """
+
+    def __init__(
+        self,
+        sinc_filters: int = 70,
+        sinc_kernel_size: int = 128,
+        sample_rate: int = 16000,
+        encoder_channels: Sequence[int] = (32, 32, 64, 64, 64, 64),
+        gat_dims: Sequence[int] = (64, 32),
+        pool_ratios: Sequence[float] = (0.5, 0.7, 0.5),
+        temperatures: Sequence[float] = (2.0, 2.0, 100.0),
+    ) -> None:
+        super().__init__()
+        if sinc_filters < 3:
+            raise ValueError("sinc_filters must be >= 3 (the front end max-pools frequency by 3)")
+        channels = [1, *encoder_channels]
+
+        self.sinc = SincFilterbank(sinc_filters, sinc_kernel_size, sample_rate)
+        self.first_bn = nn.BatchNorm2d(1)
+        self.selu = nn.SELU()
+        self.encoder = nn.ModuleList(
+            ResidualBlock2d(c_in, c_out, first=i == 0)
+            for i, (c_in, c_out) in enumerate(pairwise(channels))
+        )
+        self._build_graph(channels[-1], sinc_filters // 3, gat_dims, pool_ratios, temperatures)
+
+    def _encode(self, waveform: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """[B, T] -> feature map [B, C, sub-bands, frames] (zero past each item's frames)."""
+        if lengths is not None:
+            waveform = apply_mask(waveform, sequence_mask(lengths, waveform.shape[-1]))
+        x = torch.abs(self.sinc(waveform)).unsqueeze(1)
+        lengths = pooled_lengths(self.sinc.output_lengths(lengths), 3)
+        x = F.max_pool2d(x, (3, 3))
+        x = apply_mask(self.selu(self.first_bn(x)), time_mask_4d(lengths, x.shape[-1]))
+        for block in self.encoder:
+            x = block(x, time_mask_4d(lengths, x.shape[-1]))
+            lengths = pooled_lengths(lengths, 3)
+            x = apply_mask(x, time_mask_4d(lengths, x.shape[-1]))
+        return x, lengths
+
+    def embed(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        features, frames = self._encode(waveform, lengths)
+        magnitude = torch.abs(features)
+        spectral = magnitude.amax(dim=3).transpose(1, 2)
+        temporal = magnitude.amax(dim=2).transpose(1, 2)
+        mask = None if frames is None else sequence_mask(frames, temporal.shape[1])
+        return self._graph_embed(spectral, temporal, mask)
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.classify(self.embed(waveform, lengths))

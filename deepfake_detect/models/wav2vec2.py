@@ -1,4 +1,6 @@
-"""The seed's classifier: Wav2Vec2 -> pooling over frames -> dropout -> linear -> 2 logits."""
+"""Wav2Vec2 nets: the encoder controls every head shares (``Wav2Vec2Net``: freezing, layer choice
+or a learned weighted sum of layers, layer-wise learning-rate decay, gradient checkpointing) and
+the seed's classifier (``Wav2Vec2Classifier``: pooling over frames -> dropout -> linear)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 FREEZE_MODES = ("none", "feature_encoder", "all")
 POOLINGS = ("mean", "max", "stats")
+WEIGHTED = "weighted"
+"""``layer`` value for a learned softmax-weighted sum of every hidden state."""
 
 
 class EncoderLoadError(RuntimeError):
@@ -100,8 +104,15 @@ def masked_pool(frames: Tensor, mask: Tensor, pooling: str) -> Tensor:
     return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
 
 
-class Wav2Vec2Classifier(nn.Module):
-    """Wav2Vec2 -> pooled hidden states of one layer -> dropout -> linear (spoof, bona fide).
+class Wav2Vec2Net(nn.Module):
+    """A Wav2Vec2 encoder with the controls its heads share; subclasses add the head.
+
+    ``layer``: which hidden state the head reads (-1: the last; 0: the transformer's input) or
+    ``"weighted"``: a learned sum of all of them, the weights a softmax of one logit per state
+    (initialised equal, so the sum starts as their mean). ``llrd``: layer-wise learning-rate
+    decay for ``param_groups`` (1.0: one rate for all). ``gradient_checkpointing``: recompute the
+    encoder's activations in the backward pass (less memory for long inputs, slower steps); it
+    only acts while the encoder trains.
 
     ``set_freeze("all")`` turns the encoder into a fixed feature extractor: no gradients, no
     autograd graph (it runs under ``torch.no_grad``) and eval mode (dropout and time masking
@@ -113,22 +124,29 @@ class Wav2Vec2Classifier(nn.Module):
         source: str = "facebook/wav2vec2-base",
         pretrained: bool = True,
         config: dict[str, Any] | None = None,
-        layer: int = -1,
-        pooling: str = "mean",
-        dropout: float = 0.1,
+        layer: int | str = -1,
+        gradient_checkpointing: bool = False,
+        llrd: float = 1.0,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not 0.0 < llrd <= 1.0:
+            raise ValueError(f"llrd must be in (0, 1], got {llrd}")
         self.source = source
         self.pretrained = pretrained
         self.encoder = load_encoder(source, pretrained, config)
+        states = self.encoder.config.num_hidden_layers + 1
+        if layer != WEIGHTED and not (isinstance(layer, int) and -states <= layer < states):
+            raise ValueError(
+                f"layer must be {WEIGHTED!r} or a hidden-state index in [{-states}, {states - 1}]"
+                f", got {layer!r}"
+            )
         self.layer = layer
-        self.pooling = pooling
+        self.layer_weights = nn.Parameter(torch.zeros(states)) if layer == WEIGHTED else None
+        self.llrd = llrd
+        self.gradient_checkpointing = gradient_checkpointing
         self.freeze_mode = "none"
-        hidden = self.encoder.config.hidden_size
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden * (2 if pooling == "stats" else 1), 2)
+        if gradient_checkpointing:
+            self._set_checkpointing(True)
 
     # -- freezing ---------------------------------------------------------------------------------
     def set_freeze(self, mode: str) -> None:
@@ -140,13 +158,65 @@ class Wav2Vec2Classifier(nn.Module):
             self.encoder.freeze_feature_encoder()
         elif mode == "none":
             self.encoder.feature_extractor._requires_grad = True
+        if self.gradient_checkpointing:
+            self._set_checkpointing(mode != "all")
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> Wav2Vec2Classifier:
+    def train(self, mode: bool = True) -> Wav2Vec2Net:
         super().train(mode)
         if self.freeze_mode == "all":
             self.encoder.eval()
         return self
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias)
+        if hasattr(self.encoder, "activation_checkpointing_enable"):
+            if enable:
+                self.encoder.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                self.encoder.activation_checkpointing_disable()
+        elif enable:
+            self.encoder.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        else:
+            self.encoder.gradient_checkpointing_disable()
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def _depth(self, name: str) -> int:
+        """0 for the head, 1 for the top transformer layer (and a final layer norm), k for the
+        k-th layer from the top, ``layers + 1`` for everything below the first layer."""
+        if not name.startswith("encoder."):
+            return 0
+        layers = self.encoder.config.num_hidden_layers
+        parts = name.split(".")
+        if parts[1:3] == ["encoder", "layers"]:
+            return layers - int(parts[3])
+        if parts[1:3] == ["encoder", "layer_norm"] and self.encoder.config.do_stable_layer_norm:
+            return 1  # pre-norm models (e.g. XLS-R) apply it after the top layer
+        return layers + 1
+
+    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """The trainable parameters as optimizer groups with layer-wise decayed rates: the head
+        at ``base_lr``, the top transformer layer at ``base_lr * llrd``, the next one down at
+        ``base_lr * llrd**2``, ..., the feature encoder (CNN, feature projection, positional
+        convolution) lowest, at ``base_lr * llrd**(layers + 1)``. Frozen parameters are left
+        out; each group carries a ``name``."""
+        layers = self.encoder.config.num_hidden_layers
+        by_depth: dict[int, list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                by_depth.setdefault(self._depth(name), []).append(param)
+
+        def group_name(depth: int) -> str:
+            if depth == 0:
+                return "head"
+            return "encoder.embedding" if depth > layers else f"encoder.layers.{layers - depth}"
+
+        return [
+            {"name": group_name(depth), "params": params, "lr": base_lr * self.llrd**depth}
+            for depth, params in sorted(by_depth.items())
+        ]
 
     # -- forward ----------------------------------------------------------------------------------
     def hidden_states(
@@ -170,17 +240,52 @@ class Wav2Vec2Classifier(nn.Module):
         states = out.hidden_states if all_layers else (out.last_hidden_state,)
         return states, frame_mask(self.encoder, lengths, states[-1].shape[1])
 
+    def features(self, waveform: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The frames the head reads, [B, F, H] (the chosen layer, or the weighted sum of all),
+        and the [B, F] frame mask."""
+        if self.layer_weights is None:
+            states, mask = self.hidden_states(waveform, lengths, all_layers=self.layer != -1)
+            return states[self.layer], mask
+        states, mask = self.hidden_states(waveform, lengths, all_layers=True)
+        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
+        return torch.tensordot(weights, torch.stack(states), dims=1), mask
+
+    def rebuild_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
+        """The net config that rebuilds this architecture without downloading anything
+        (stored in checkpoints; the weights come from the checkpoint's state dict)."""
+        return {**net_config, "pretrained": False, "config": self.encoder.config.to_dict()}
+
+
+class Wav2Vec2Classifier(Wav2Vec2Net):
+    """Wav2Vec2 -> pooled frames of one layer (or the weighted sum of all) -> dropout -> linear
+    (spoof, bona fide)."""
+
+    def __init__(
+        self,
+        source: str = "facebook/wav2vec2-base",
+        pretrained: bool = True,
+        config: dict[str, Any] | None = None,
+        layer: int | str = -1,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        gradient_checkpointing: bool = False,
+        llrd: float = 1.0,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        super().__init__(source, pretrained, config, layer, gradient_checkpointing, llrd)
+        self.pooling = pooling
+        hidden = self.encoder.config.hidden_size
+        self.embedding_dim = hidden * (2 if pooling == "stats" else 1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.embedding_dim, 2)
+
     def embed(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
-        states, mask = self.hidden_states(waveform, lengths, all_layers=self.layer != -1)
-        return masked_pool(states[self.layer], mask, self.pooling)
+        frames, mask = self.features(waveform, lengths)
+        return masked_pool(frames, mask, self.pooling)
 
     def classify(self, embedding: Tensor) -> Tensor:
         return self.head(self.dropout(embedding))
 
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.classify(self.embed(waveform, lengths))
-
-    def rebuild_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
-        """The net config that rebuilds this architecture without downloading anything
-        (stored in checkpoints; the weights come from the checkpoint's state dict)."""
-        return {**net_config, "pretrained": False, "config": self.encoder.config.to_dict()}

@@ -1,0 +1,1 @@
+"""Lightning callbacks that the configs in ``conf/callbacks/`` add to a run."""
