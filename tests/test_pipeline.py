@@ -187,3 +187,17 @@ def test_min_tdcf_reported_when_the_asv_scores_exist(compose_cfg, tmp_path: Path
     expected = compute_tdcf_legacy(scores[bona], scores[~bona], asv[:40], asv[40:80], asv[80:])[0]
     assert metrics["test/min_tdcf"] == pytest.approx(expected, abs=1e-6)
     assert metrics["test/asvspoof2019_la/min_tdcf"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_last_checkpoint_follows_every_epoch(compose_cfg, tiny_la: Path) -> None:
+    cfg = compose_cfg(*tiny_la_overrides(tiny_la), "trainer.max_epochs=3", "test=false")
+    train(cfg)
+    last = torch.load(
+        Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
+        map_location="cpu",
+        weights_only=True,
+    )
+    assert last["epoch"] == 2  # written after the final epoch, whatever val/eer did
+    assert [p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").iterdir()].count(
+        "last.ckpt"
+    ) == 1

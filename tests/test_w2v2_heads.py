@@ -376,5 +376,10 @@ def test_new_configs_compose(compose_cfg, tmp_path: Path) -> None:
     assert aasist.net.rebuild_config({})["config"]["hidden_size"] == TINY_W2V2["hidden_size"]
 
     callbacks = compose_cfg("callbacks=staged_unfreeze").callbacks
-    assert set(callbacks) == {"model_checkpoint", "early_stopping", "staged_unfreeze"}
+    assert set(callbacks) == {
+        "model_checkpoint",
+        "last_checkpoint",
+        "early_stopping",
+        "staged_unfreeze",
+    }
     assert isinstance(instantiate(callbacks.staged_unfreeze), StagedUnfreeze)

@@ -1,5 +1,6 @@
-"""SpoofDetector: the one LightningModule. Any net with ``forward(waveform, lengths) -> [B, 2]``
-plugs in; training, scoring, metrics and score files live here."""
+"""SpoofDetector: the one LightningModule. Any net with ``embed(waveform, lengths) -> [B, D]``
+and ``classify(embedding) -> [B, 2]`` plugs in; training, scoring, metrics and score files live
+here."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from deepfake_detect.evaluation.scorefile import write_score_file
 from deepfake_detect.evaluation.summary import summarize_scores, summarize_test_set
+from deepfake_detect.losses import DistillationLoss, WeightedCrossEntropy, bonafide_score
 from deepfake_detect.metrics.collector import ScoreCollector
 
 log = logging.getLogger(__name__)
+
+__all__ = ["HEADLINE_METRICS", "SpoofDetector", "bonafide_score", "logged_test_metrics"]
+
+HEADLINE_METRICS = ("eer", "acc", "min_tdcf")
 
 
 def _plain(config: Any) -> Any:
@@ -28,9 +33,43 @@ def _plain(config: Any) -> Any:
     return config
 
 
-def bonafide_score(logits: Tensor) -> Tensor:
-    """Log-odds of bona fide vs spoof: higher = more bona fide, 0 = the decision boundary."""
-    return (logits[:, 1] - logits[:, 0]).float()
+def _embedding_dim(net: nn.Module, sample_rate: int = 16000) -> int:
+    dim = getattr(net, "embedding_dim", None)
+    if dim is not None:
+        return int(dim)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        dim = net.embed(torch.zeros(1, sample_rate), torch.tensor([sample_rate])).shape[-1]
+    net.train(was_training)
+    return int(dim)
+
+
+def _fill_embedding_dim(config: Any, net: nn.Module) -> Any:
+    """Loss configs may leave ``embedding_dim: null``: it is the net's."""
+    if isinstance(config, dict):
+        filled = {key: _fill_embedding_dim(value, net) for key, value in config.items()}
+        if "_target_" in filled and "embedding_dim" in filled and filled["embedding_dim"] is None:
+            filled["embedding_dim"] = _embedding_dim(net)
+        return filled
+    return config
+
+
+def _classifier_parameters(net: nn.Module, embedding_dim: int) -> list[nn.Parameter]:
+    """The parameters that ``net.classify`` uses (found by differentiating it once)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    out = net.classify(torch.ones(2, embedding_dim)).sum()
+    grads = torch.autograd.grad(out, params, allow_unused=True)
+    return [p for p, g in zip(params, grads, strict=True) if g is not None]
+
+
+def logged_test_metrics(name: str, metrics: Mapping[str, float], first: bool) -> dict[str, float]:
+    """How one test set's metrics are logged: ``test/<set>/<metric>`` (trial counts left out),
+    and for the first test set the headline ``test/eer``, ``test/acc``, ``test/min_tdcf``."""
+    out = {f"test/{name}/{k}": v for k, v in metrics.items() if not k.startswith("n_")}
+    if first:
+        out.update({f"test/{k}": v for k, v in metrics.items() if k in HEADLINE_METRICS})
+    return out
 
 
 class SpoofDetector(L.LightningModule):
@@ -41,6 +80,10 @@ class SpoofDetector(L.LightningModule):
     model. ``freeze`` is passed to ``net.set_freeze`` (Wav2Vec2: ``all``, ``feature_encoder``,
     ``none``). ``class_weights``: ``auto`` takes the data module's inverse-frequency weights
     (``data.balance=loss``), a list fixes them (spoof, bona fide), None disables weighting.
+    ``loss`` is a Hydra config of a ``deepfake_detect.losses`` objective (None: weighted
+    cross-entropy); the score is the loss's. ``distill`` (``teacher_ckpt``, ``temperature``,
+    ``alpha``) trains against a frozen teacher's scores; the teacher is loaded when fitting
+    starts and is never part of this module's checkpoint.
     """
 
     def __init__(
@@ -50,10 +93,12 @@ class SpoofDetector(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         freeze: str = "none",
         class_weights: str | list[float] | None = "auto",
+        loss: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        for key in ("net", "optimizer", "scheduler", "class_weights"):
+        for key in ("net", "optimizer", "scheduler", "class_weights", "loss", "distill"):
             # plain containers, so checkpoints load with torch.load(weights_only=True)
             self.hparams[key] = _plain(self.hparams[key])
         self.net = instantiate(net, _convert_="all")
@@ -63,6 +108,14 @@ class SpoofDetector(L.LightningModule):
             if not hasattr(self.net, "set_freeze"):
                 raise ValueError(f"{type(self.net).__name__} has no encoder to freeze ({freeze=})")
             self.net.set_freeze(freeze)
+        self.loss = self._build_loss(self.hparams.loss)
+        if distill:
+            options = {k: v for k, v in self.hparams.distill.items() if k != "teacher_ckpt"}
+            self.distill_loss: DistillationLoss | None = DistillationLoss(**options)
+        else:
+            self.distill_loss = None
+        # a plain list, so the teacher is neither saved with this module nor moved or trained by it
+        self._teacher: list[SpoofDetector] = []
         weights = class_weights if isinstance(class_weights, (list, tuple)) else [1.0, 1.0]
         self.register_buffer("class_weights", torch.tensor(list(weights), dtype=torch.float))
         self.val_scores = ScoreCollector()
@@ -71,10 +124,72 @@ class SpoofDetector(L.LightningModule):
         """Where test score files go (set by the pipeline; None: not written)."""
         self.skipped: dict[str, int] = {}
 
+    def _build_loss(self, config: dict[str, Any] | None) -> nn.Module:
+        if not config:
+            return WeightedCrossEntropy()
+        config = _fill_embedding_dim(config, self.net)
+        self.hparams["loss"] = config
+        loss = instantiate(config, _convert_="all")
+        if not getattr(loss, "uses_logits", True):
+            # its head takes no part: frozen, so DDP does not wait for gradients that never come
+            embedding_dim = _embedding_dim(self.net)
+            for param in _classifier_parameters(self.net, embedding_dim):
+                param.requires_grad_(False)
+        return loss
+
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.net(waveform, lengths)
 
+    def _outputs(self, waveform: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        embedding = self.net.embed(waveform, lengths)
+        logits = self.net.classify(embedding) if getattr(self.loss, "uses_logits", True) else None
+        return embedding, logits
+
+    def _score(self, embedding: Tensor, logits: Tensor | None) -> Tensor:
+        scorer = getattr(self.loss, "score", None)
+        if scorer is None:
+            return bonafide_score(logits)
+        return scorer(embedding, logits).float()
+
+    def score(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Bona fide scores ``[B]``: higher = more bona fide, 0 = the decision boundary
+        (the logits' difference, or the loss's own score, e.g. OC-softmax's)."""
+        return self._score(*self._outputs(waveform, lengths))
+
+    def loss_and_score(
+        self, waveform: Tensor, lengths: Tensor | None, labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The loss on the true labels (the teacher takes no part) and the bona fide scores."""
+        embedding, logits = self._outputs(waveform, lengths)
+        loss = self.loss(embedding, logits, labels, self.class_weights)
+        return loss, self._score(embedding, logits)
+
+    @property
+    def teacher(self) -> SpoofDetector | None:
+        """The frozen distillation teacher while fitting (None otherwise)."""
+        return self._teacher[0] if self._teacher else None
+
     # -- set-up -----------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.distill_loss is None:
+            return
+        path = self.hparams.distill.get("teacher_ckpt")
+        if not path or path == "???":
+            raise ValueError("distillation needs a teacher: set model.distill.teacher_ckpt")
+        from deepfake_detect.pipeline import load_detector
+
+        teacher = load_detector(path).eval().requires_grad_(False).to(self.device)
+        self._teacher = [teacher]
+        log.info(
+            "distilling from %s (T=%s, alpha=%s)",
+            path,
+            self.distill_loss.temperature,
+            self.distill_loss.alpha,
+        )
+
+    def on_fit_end(self) -> None:
+        self._teacher = []
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and self.hparams.class_weights == "auto":
@@ -92,6 +207,9 @@ class SpoofDetector(L.LightningModule):
         if hasattr(self.net, "param_groups"):
             # nets with their own learning-rate layout (e.g. layer-wise decay) provide the groups
             params = self.net.param_groups(optimizer_factory.keywords.get("lr", 1e-3))
+            loss_params = [p for p in self.loss.parameters() if p.requires_grad]
+            if loss_params:
+                params = [*params, {"params": loss_params}]
         else:
             params = [p for p in self.parameters() if p.requires_grad]
         optimizer = optimizer_factory(params=params)
@@ -115,10 +233,16 @@ class SpoofDetector(L.LightningModule):
         self._count_skipped("train", batch)
         if batch["label"].numel() == 0:
             return None
-        logits = self(batch["wave"], batch["lengths"])
-        loss = F.cross_entropy(logits.float(), batch["label"], weight=self.class_weights)
-        acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        size = batch["label"].numel()
+        labels = batch["label"]
+        loss, score = self.loss_and_score(batch["wave"], batch["lengths"], labels)
+        if self.distill_loss is not None and self.teacher is not None:
+            with torch.no_grad():
+                teacher_score = self.teacher.score(batch["wave"], batch["lengths"])
+            hard = loss
+            loss = self.distill_loss(score, teacher_score, hard)
+            self.log("train/hard_loss", hard, on_step=False, on_epoch=True, batch_size=len(labels))
+        acc = ((score >= 0).long() == labels).float().mean()
+        size = labels.numel()
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -130,9 +254,9 @@ class SpoofDetector(L.LightningModule):
         self._count_skipped(stage, batch)
         if batch["label"].numel() == 0:
             return
-        logits = self(batch["wave"], batch["lengths"])
-        collector.update(batch["index"], bonafide_score(logits), batch["label"])
-        loss = F.cross_entropy(logits.float(), batch["label"], weight=self.class_weights)
+        # no teacher here: a distilled student validates and tests alone
+        loss, score = self.loss_and_score(batch["wave"], batch["lengths"], batch["label"])
+        collector.update(batch["index"], score, batch["label"])
         self.log(
             f"{prefix}/loss",
             loss,
@@ -153,6 +277,8 @@ class SpoofDetector(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         collected = self.val_scores.compute()
         self.val_scores.reset()
+        self.val_outputs = collected
+        """The last validation's gathered ``index``, ``scores``, ``labels`` (for fusion)."""
         if self.trainer.sanity_checking or collected["scores"].size == 0:
             return
         metrics = summarize_scores(collected["scores"], collected["labels"])
@@ -173,11 +299,7 @@ class SpoofDetector(L.LightningModule):
             metrics = summarize_test_set(collected["scores"], collected["labels"], rows, asv)
             self.test_results[name] = metrics
             self.test_outputs[name] = {**collected, "rows": rows, "asv": asv}
-            for key, value in metrics.items():
-                if key.startswith("n_"):
-                    continue
-                self.log(f"test/{name}/{key}", value, sync_dist=False, add_dataloader_idx=False)
-                if i == 0 and key in ("eer", "acc", "min_tdcf"):
-                    self.log(f"test/{key}", value, sync_dist=False, add_dataloader_idx=False)
+            for key, value in logged_test_metrics(name, metrics, first=i == 0).items():
+                self.log(key, value, sync_dist=False, add_dataloader_idx=False)
             if self.score_dir is not None and self.trainer.is_global_zero:
                 write_score_file(self.score_dir / f"{name}.tsv", rows, collected["scores"])
