@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake_detect.evaluation.report import log_run_files, write_metrics, write_test_report
@@ -52,6 +53,10 @@ def _build(cfg: DictConfig, model: SpoofDetector) -> tuple[Any, L.Trainer, list[
     return datamodule, trainer, loggers
 
 
+def is_global_zero() -> bool:
+    return rank_zero_only.rank == 0
+
+
 def _finish(
     cfg: DictConfig,
     model: SpoofDetector | FusedSystem,
@@ -59,6 +64,8 @@ def _finish(
     loggers: list[Logger],
     metrics: dict[str, float],
 ) -> dict[str, float]:
+    if not is_global_zero():
+        return metrics  # every process holds the gathered metrics; one writes them
     out_dir = Path(cfg.paths.output_dir)
     skipped = {**model.skipped, **{f"scan {k}": v for k, v in datamodule.scan_skipped.items() if v}}
     if skipped:
@@ -93,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(_floats(trainer.callback_metrics))
         metrics["best_checkpoint"] = best  # type: ignore[assignment]
-        if "test/eer" in metrics:
+        if "test/eer" in metrics and is_global_zero():
             print(f"test EER: {100 * metrics['test/eer']:.2f}%  (checkpoint: {best or 'last'})")
     return _finish(cfg, model, datamodule, loggers, metrics)
 
@@ -120,7 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule, trainer, loggers = _build(cfg, model)
     trainer.test(model, datamodule=datamodule)
     metrics = _floats(trainer.callback_metrics)
-    if "test/eer" in metrics:
+    if "test/eer" in metrics and is_global_zero():
         print(f"test EER: {100 * metrics['test/eer']:.2f}%")
     return _finish(cfg, model, datamodule, loggers, metrics)
 

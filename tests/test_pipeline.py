@@ -201,3 +201,66 @@ def test_last_checkpoint_follows_every_epoch(compose_cfg, tiny_la: Path) -> None
     assert [p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").iterdir()].count(
         "last.ckpt"
     ) == 1
+
+
+def test_ddp_on_two_processes_gathers_all_scores(tiny_la: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_la_overrides(tiny_la) if not o.startswith("trainer=")]
+    result = _run(
+        [
+            str(ROOT / "train.py"),
+            *overrides,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "trainer.sync_batchnorm=false",
+            f"paths.log_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test EER:") == 1  # printed once, by rank 0
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    rows = read_score_file(run / "scores" / "asvspoof2019_la.tsv")
+    assert len(rows) == 24  # both processes' halves, no duplicates
+    scores = np.array([float(r["score"]) for r in rows])
+    bona = np.array([r["label"] == "bonafide" for r in rows])
+    logged = json.loads((run / "metrics.json").read_text())["metrics"]["test/eer"]
+    assert compute_eer(scores[bona], scores[~bona])[0] == pytest.approx(logged, abs=1e-6)
+
+
+def test_demo_experiment_runs_as_a_script(tmp_path: Path) -> None:
+    """`python train.py experiment=demo trainer.max_epochs=1`, generating the demo corpus."""
+    env_cache = tmp_path / "cache"
+    result = _run(
+        [
+            str(ROOT / "train.py"),
+            "experiment=demo",
+            "trainer.max_epochs=1",
+            f"paths.cache_dir={env_cache}",
+            f"paths.log_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test EER:" in result.stdout
+    assert (env_cache / "demo_la" / "LA" / "ASVspoof2019_LA_cm_protocols").is_dir()
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "scores" / "demo.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_default_demo_learns(tmp_path: Path) -> None:
+    """`python train.py` as the README runs it: the demo must learn (test EER well under 50%)."""
+    result = _run(
+        [str(ROOT / "train.py"), f"paths.log_dir={tmp_path}", "trainer.enable_progress_bar=false"],
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert metrics["test/eer"] < 0.2
+    assert metrics["test/demo/eer_A04"] < 0.35  # the attack never seen in training
