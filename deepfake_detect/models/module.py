@@ -5,6 +5,7 @@ here."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,7 @@ class SpoofDetector(L.LightningModule):
         self.score_dir: Path | None = None
         """Where test score files go (set by the pipeline; None: not written)."""
         self.skipped: dict[str, int] = {}
+        self._epoch_samples, self._epoch_start, self._last_batch_end = 0, 0.0, 0.0
 
     def _build_loss(self, config: dict[str, Any] | None) -> nn.Module:
         if not config:
@@ -246,7 +248,21 @@ class SpoofDetector(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self._epoch_samples += size
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_samples = 0
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # training throughput of this process (data loading included, validation excluded)
+        elapsed = self._last_batch_end - self._epoch_start
+        if self._epoch_samples and elapsed > 0:
+            self.log("train/samples_per_s", self._epoch_samples / elapsed, sync_dist=False)
 
     def _score_batch(
         self, batch: dict[str, Any], collector: ScoreCollector, stage: str, prefix: str
