@@ -12,20 +12,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepfake_detect.metrics.eer import compute_det_curve
+from deepfake_detect.metrics.eer import as_scores, compute_det_curve
 
 P_SPOOF = 0.05
 C_MISS = 1.0
 C_FA = 10.0
-
-
-def _scores(values: ArrayLike, what: str) -> np.ndarray:
-    scores = np.asarray(values, dtype=np.float64).ravel()
-    if scores.size == 0:
-        raise ValueError(f"no {what} scores: the metric needs both bona fide and spoof trials")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{what} scores contain NaN or infinite values")
-    return scores
 
 
 def _dcf_weights(p_spoof: float, c_miss: float, c_fa: float) -> tuple[float, float]:
@@ -56,7 +47,7 @@ def compute_min_dcf(
     """Minimum normalised DCF over all thresholds; returns ``(min_dcf, threshold)``."""
     w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
     p_miss, p_fa, thresholds = compute_det_curve(
-        _scores(bonafide_scores, "bona fide"), _scores(spoof_scores, "spoof")
+        as_scores(bonafide_scores, "bona fide"), as_scores(spoof_scores, "spoof")
     )
     dcf = w_miss * p_miss + w_fa * p_fa
     i = int(np.argmin(dcf))
@@ -72,8 +63,8 @@ def compute_act_dcf(
 ) -> tuple[float, float]:
     """Normalised DCF at the Bayes threshold for LLR scores; returns ``(act_dcf, threshold)``."""
     w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
-    bona = _scores(bonafide_llrs, "bona fide")
-    spoof = _scores(spoof_llrs, "spoof")
+    bona = as_scores(bonafide_llrs, "bona fide")
+    spoof = as_scores(spoof_llrs, "spoof")
     threshold = bayes_threshold(p_spoof, c_miss, c_fa)
     dcf = w_miss * np.mean(bona < threshold) + w_fa * np.mean(spoof >= threshold)
     return float(dcf), threshold
@@ -88,7 +79,7 @@ def _cllr_bits(bona_llrs: np.ndarray, spoof_llrs: np.ndarray) -> float:
 
 def compute_cllr(bonafide_llrs: ArrayLike, spoof_llrs: ArrayLike) -> float:
     """Log-likelihood-ratio cost in bits (0 = perfect, 1 = a constant zero LLR)."""
-    return _cllr_bits(_scores(bonafide_llrs, "bona fide"), _scores(spoof_llrs, "spoof"))
+    return _cllr_bits(as_scores(bonafide_llrs, "bona fide"), as_scores(spoof_llrs, "spoof"))
 
 
 def pav_calibrate(
@@ -99,8 +90,8 @@ def pav_calibrate(
     Returns ``(bonafide_llrs, spoof_llrs)``; tied scores get the same LLR. LLRs are +-inf where
     the calibrated posterior is 0 or 1 (only on blocks that hold a single class).
     """
-    bona = _scores(bonafide_scores, "bona fide")
-    spoof = _scores(spoof_scores, "spoof")
+    bona = as_scores(bonafide_scores, "bona fide")
+    spoof = as_scores(spoof_scores, "spoof")
     scores = np.concatenate([bona, spoof])
     unique, inverse = np.unique(scores, return_inverse=True)
     n_bona = np.bincount(inverse[: bona.size], minlength=unique.size).astype(np.float64)

@@ -7,10 +7,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def _as_scores(values: ArrayLike, what: str) -> np.ndarray:
+def as_scores(values: ArrayLike, what: str) -> np.ndarray:
+    """Scores as a flat float64 array; ValueError when empty or not finite (shared check)."""
     scores = np.asarray(values, dtype=np.float64).ravel()
     if scores.size == 0:
-        raise ValueError(f"no {what} scores: EER needs both bona fide and spoof trials")
+        raise ValueError(f"no {what} scores: the metric needs both classes of trials")
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"{what} scores contain NaN or infinite values")
     return scores
@@ -26,8 +27,8 @@ def compute_det_curve(
     it (``far[i]``). The first threshold accepts everything (frr 0, far 1), the last rejects
     everything (frr 1, far 0). Tied scores share one threshold, so every point is reachable.
     """
-    bona = _as_scores(bonafide_scores, "bona fide")
-    spoof = _as_scores(spoof_scores, "spoof")
+    bona = as_scores(bonafide_scores, "bona fide")
+    spoof = as_scores(spoof_scores, "spoof")
     thresholds = np.unique(np.concatenate([bona, spoof]))
     thresholds = np.append(thresholds, np.inf)
     bona_sorted = np.sort(bona)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepfake_detect.metrics.eer import compute_det_curve, compute_eer
+from deepfake_detect.metrics.eer import as_scores, compute_det_curve, compute_eer
 
 _DEFAULT_P_SPOOF = 0.05
 
@@ -61,15 +61,6 @@ class ASVErrorRates:
     p_fa_spoof: float  # spoofs accepted
 
 
-def _scores(values: ArrayLike, what: str) -> np.ndarray:
-    scores = np.asarray(values, dtype=np.float64).ravel()
-    if scores.size == 0:
-        raise ValueError(f"no {what} scores")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{what} scores contain NaN or infinite values")
-    return scores
-
-
 def _check_priors_and_costs(priors: dict[str, float], costs: dict[str, float]) -> None:
     for name, value in {**priors, **costs}.items():
         if not np.isfinite(value) or value < 0:
@@ -86,9 +77,9 @@ def asv_error_rates(
     threshold: float | None = None,
 ) -> ASVErrorRates:
     """ASV miss, false-alarm and spoof false-alarm rates; threshold defaults to the ASV EER one."""
-    tar = _scores(target, "ASV target")
-    non = _scores(nontarget, "ASV nontarget")
-    spf = _scores(spoof, "ASV spoof")
+    tar = as_scores(target, "ASV target")
+    non = as_scores(nontarget, "ASV nontarget")
+    spf = as_scores(spoof, "ASV spoof")
     if threshold is None:
         threshold = compute_eer(tar, non)[1]
     return ASVErrorRates(
@@ -102,8 +93,8 @@ def asv_error_rates(
 def _cm_det_curve(
     bonafide_cm: ArrayLike, spoof_cm: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    bona = _scores(bonafide_cm, "CM bona fide")
-    spoof = _scores(spoof_cm, "CM spoof")
+    bona = as_scores(bonafide_cm, "CM bona fide")
+    spoof = as_scores(spoof_cm, "CM spoof")
     if np.unique(np.concatenate([bona, spoof])).size < 3:
         raise ValueError("CM scores must be soft scores (>= 3 distinct values), not hard decisions")
     return compute_det_curve(bona, spoof)
