@@ -18,11 +18,11 @@ from pathlib import Path
 from deepfake_detect.data.corpora.base import (
     Corpus,
     list_audio,
-    read_lines,
+    read_protocol,
     require_dir,
     require_file,
 )
-from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
+from deepfake_detect.data.manifest import BONAFIDE, SPOOF, Utterance
 
 PROTOCOL_SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
 LABEL_MAP = {"genuine": BONAFIDE, "spoof": SPOOF}
@@ -64,20 +64,7 @@ class ASVspoof2017(Corpus):
         )
         audio_dir = self.audio_dir(split)
         rows = []
-        for lineno, parts in read_lines(protocol):
-            if len(parts) != len(COLUMNS):
-                raise CorpusError(
-                    f"{protocol}:{lineno}: expected {len(COLUMNS)} columns "
-                    f"'{' '.join(c.upper() for c in COLUMNS)}', got {len(parts)}: "
-                    f"{' '.join(parts)!r}"
-                )
-            record = dict(zip(COLUMNS, parts, strict=True))
-            label = LABEL_MAP.get(record["label"])
-            if label is None:
-                raise CorpusError(
-                    f"{protocol}:{lineno}: unknown label {record['label']!r} "
-                    "(expected genuine or spoof)"
-                )
+        for record, label in read_protocol(protocol, COLUMNS, "label", LABEL_MAP):
             replay = (record["environment"], record["playback_device"], record["recording_device"])
             rows.append(
                 Utterance(

@@ -18,13 +18,14 @@ from pathlib import Path
 from deepfake_detect.data.corpora.base import (
     Corpus,
     list_audio,
-    read_lines,
+    read_protocol,
     require_dir,
     require_file,
 )
-from deepfake_detect.data.manifest import LABELS, CorpusError, Utterance
+from deepfake_detect.data.manifest import Utterance
 
 PROTOCOL_SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+COLUMNS = ("speaker", "file", "env", "attack", "key")
 PA_ENVIRONMENT_FACTORS = ("room_size", "t60", "talker_asv_distance")
 PA_ATTACK_FACTORS = ("attacker_talker_distance", "replay_quality")
 
@@ -79,17 +80,8 @@ class ASVspoof2019(Corpus):
         )
         audio_dir = self.audio_dir(split)
         rows = []
-        for lineno, parts in read_lines(protocol):
-            if len(parts) != 5:
-                raise CorpusError(
-                    f"{protocol}:{lineno}: expected 5 columns "
-                    f"'SPEAKER FILE ENV ATTACK KEY', got {len(parts)}: {' '.join(parts)!r}"
-                )
-            speaker, file_id, env, attack, key = parts
-            if key not in LABELS:
-                raise CorpusError(
-                    f"{protocol}:{lineno}: unknown label {key!r} (expected bonafide or spoof)"
-                )
+        for record, key in read_protocol(protocol, COLUMNS, "key"):
+            speaker, file_id, env, attack = (record[c] for c in COLUMNS[:4])
             extra = {}
             if env != "-":
                 extra = {"environment": env, **_pa_factors(env, PA_ENVIRONMENT_FACTORS)}

@@ -32,11 +32,11 @@ from deepfake_detect.data.corpora.base import (
     Corpus,
     list_audio,
     name_some,
-    read_lines,
+    read_protocol,
     require_dir,
     require_file,
 )
-from deepfake_detect.data.manifest import BONAFIDE, LABELS, CorpusError, Utterance
+from deepfake_detect.data.manifest import BONAFIDE, CorpusError, Utterance
 
 COLUMNS = {
     "LA": ("speaker", "trial", "codec", "transmission", "attack", "key", "trim", "subset"),
@@ -109,26 +109,17 @@ class ASVspoof2021(Corpus):
         index = self._audio_index
         fallback_dir = self.audio_dirs()[0]
         rows = []
-        for lineno, parts in read_lines(keys):
-            if len(parts) < len(columns):
-                raise CorpusError(
-                    f"{keys}:{lineno}: expected at least {len(columns)} columns "
-                    f"'{' '.join(c.upper() for c in columns)}' for {self.track}, "
-                    f"got {len(parts)}: {' '.join(parts)!r}"
-                )
-            record = dict(zip(columns, parts, strict=False))
-            if record["key"] not in LABELS:
-                raise CorpusError(
-                    f"{keys}:{lineno}: unknown label {record['key']!r} (expected bonafide or spoof)"
-                )
+        for record, label in read_protocol(
+            keys, columns, "key", at_least=True, qualifier=f" for {self.track}"
+        ):
             trial = record["trial"]
             path = index.get(trial, fallback_dir / f"{trial}.flac")
             rows.append(
                 Utterance(
                     utt_id=trial,
                     path=str(path),
-                    label=record["key"],
-                    attack="-" if record["key"] == BONAFIDE else record["attack"],
+                    label=label,
+                    attack="-" if label == BONAFIDE else record["attack"],
                     speaker=record["speaker"],
                     split=split,
                     extra={k: record[k] for k in EXTRA_COLUMNS[self.track]},

@@ -22,10 +22,10 @@ from pathlib import Path
 from deepfake_detect.data.corpora.base import (
     Corpus,
     list_audio,
-    read_lines,
+    read_protocol,
     require_dir,
 )
-from deepfake_detect.data.manifest import BONAFIDE, LABELS, CorpusError, Utterance
+from deepfake_detect.data.manifest import BONAFIDE, CorpusError, Utterance
 
 PROTOCOL = {
     "train": "ASVspoof5.train.tsv",
@@ -77,19 +77,7 @@ class ASVspoof5(Corpus):
         protocol = self.protocol_file(split)
         audio_dir = self.audio_dir(split)
         rows = []
-        for lineno, parts in read_lines(protocol):
-            if len(parts) != len(COLUMNS):
-                raise CorpusError(
-                    f"{protocol}:{lineno}: expected {len(COLUMNS)} columns "
-                    f"'{' '.join(c.upper() for c in COLUMNS)}', got {len(parts)}: "
-                    f"{' '.join(parts)!r}"
-                )
-            record = dict(zip(COLUMNS, parts, strict=True))
-            key = record["key"]
-            if key not in LABELS:
-                raise CorpusError(
-                    f"{protocol}:{lineno}: unknown label {key!r} (expected bonafide or spoof)"
-                )
+        for record, key in read_protocol(protocol, COLUMNS, "key"):
             rows.append(
                 Utterance(
                     utt_id=record["file"],

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from deepfake_detect.data.manifest import CorpusError, Utterance
+from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import SpeakerSplit
 
 MAX_NAMED = 5
 """How many offending files an error message names before it only counts the rest."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+
+CM_LABELS: Mapping[str, str] = {BONAFIDE: BONAFIDE, SPOOF: SPOOF}
+"""The countermeasure key column as most protocols write it (``bonafide`` / ``spoof``)."""
 
 
 def require_dir(path: str | Path, what: str, setting: str = "root") -> Path:
@@ -75,6 +78,39 @@ def read_lines(path: Path) -> list[tuple[int, list[str]]]:
             if fields:
                 rows.append((lineno, fields))
     return rows
+
+
+def read_protocol(
+    path: Path,
+    columns: Sequence[str],
+    label_column: str,
+    labels: Mapping[str, str] = CM_LABELS,
+    *,
+    at_least: bool = False,
+    qualifier: str = "",
+) -> Iterator[tuple[dict[str, str], str]]:
+    """Rows of a whitespace-separated protocol as ``({column: field}, label)``.
+
+    A row must have exactly ``len(columns)`` fields (or at least that many with ``at_least``,
+    the surplus being dropped); its ``label_column`` field must be a key of ``labels``, and
+    the yielded label is what it maps to. ``qualifier`` is appended to the column-count error
+    (e.g. `` for LA``).
+    """
+    for lineno, parts in read_lines(path):
+        if len(parts) < len(columns) or (len(parts) > len(columns) and not at_least):
+            raise CorpusError(
+                f"{path}:{lineno}: expected {'at least ' if at_least else ''}{len(columns)} "
+                f"columns '{' '.join(c.upper() for c in columns)}'{qualifier}, "
+                f"got {len(parts)}: {' '.join(parts)!r}"
+            )
+        record = dict(zip(columns, parts, strict=False))
+        label = labels.get(record[label_column])
+        if label is None:
+            raise CorpusError(
+                f"{path}:{lineno}: unknown label {record[label_column]!r} "
+                f"(expected {' or '.join(labels)})"
+            )
+        yield record, label
 
 
 class Corpus(ABC):
