@@ -235,14 +235,10 @@ class SpoofDataModule(L.LightningDataModule):
             write_manifest(rows, self.manifest_dir / f"{spec.corpus}_{spec.split}.tsv")
 
     def asv_scores(self, test_name: str) -> dict | None:
-        """The ASV scores of a test set's corpus split (for t-DCF), or None when it has none."""
+        """The ASV scores of a test set's corpus split and the t-DCF definition they go with
+        (:meth:`Corpus.asv_scores`), or None when it has none."""
         spec = self.test_specs[self.test_names.index(test_name)]
-        path = self.corpus(spec.corpus).asv_score_file(spec.split)
-        if path is None:
-            return None
-        from deepfake_detect.metrics.asv_scores import read_asv_scores
-
-        return read_asv_scores(path)
+        return self.corpus(spec.corpus).asv_scores(spec.split)
 
     def sampling_weights(self) -> torch.Tensor | None:
         """Per training row draw weights: each selection gets its ``train_weights`` share of the

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from deepfake_detect.metrics import (
     compute_eer,
     compute_min_cllr,
     compute_min_dcf,
+    compute_tdcf_2021,
     compute_tdcf_legacy,
 )
 
@@ -44,6 +46,11 @@ BREAKDOWN_MAX_VALUES = 30
 ATTACK = "attack"
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")
+
+TDCF_DEFINITIONS = {"2019": compute_tdcf_legacy, "2021": compute_tdcf_2021}
+"""t-DCF definition named by the ASV scores' ``"tdcf"`` entry -> its function: ``"2019"`` the
+ASVspoof 2019 (legacy) t-DCF, ``"2021"`` the revised t-DCF of ASVspoof 2021. Both are reported
+as ``min_tdcf``."""
 
 
 def metric_key_part(text: str) -> str:
@@ -144,14 +151,30 @@ def breakdowns(
     return out
 
 
+def tdcf_function(asv: Mapping[str, Any]) -> Callable[..., tuple[float, np.ndarray, np.ndarray]]:
+    """The t-DCF function the ASV scores ask for (``asv["tdcf"]``, default ``"2019"``)."""
+    definition = str(asv.get("tdcf", "2019"))
+    if definition not in TDCF_DEFINITIONS:
+        raise ValueError(
+            f"unknown t-DCF definition {definition!r} (known: {', '.join(TDCF_DEFINITIONS)})"
+        )
+    return TDCF_DEFINITIONS[definition]
+
+
 def summarize_scores(
     scores: np.ndarray,
     labels: np.ndarray,
     attacks: Sequence[str] | None = None,
-    asv: dict[str, np.ndarray] | None = None,
+    asv: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """EER, accuracy (at score 0: the classifier's own decision), per-attack EER (each attack's
-    spoofs against all bona fide trials) and, given ASV scores, the legacy (2019) min t-DCF."""
+    spoofs against all bona fide trials) and, given ASV scores, the min t-DCF (``min_tdcf``).
+
+    ``asv`` holds the ASV ``target`` / ``nontarget`` / ``spoof`` score arrays and, under
+    ``"tdcf"``, the t-DCF definition to use: ``"2019"`` (the default) the ASVspoof 2019 legacy
+    t-DCF, ``"2021"`` the revised ASVspoof 2021 one (:data:`TDCF_DEFINITIONS`). Either way the
+    metric is ``min_tdcf``, so tables stay uniform; the corpus decides which one it is.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     bona = labels == BONAFIDE_INDEX
@@ -163,8 +186,9 @@ def summarize_scores(
         return out
     out["eer"] = compute_eer(scores[bona], scores[~bona])[0]
     if asv is not None:
+        compute_tdcf = tdcf_function(asv)
         try:
-            out["min_tdcf"] = compute_tdcf_legacy(
+            out["min_tdcf"] = compute_tdcf(
                 scores[bona], scores[~bona], asv["target"], asv["nontarget"], asv["spoof"]
             )[0]
         except ValueError as err:  # hard decisions, degenerate ASV scores: report the rest
@@ -189,10 +213,11 @@ def summarize_test_set(
     scores: np.ndarray,
     labels: np.ndarray,
     rows: Sequence[Utterance],
-    asv: dict[str, np.ndarray] | None = None,
+    asv: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Every metric of one test set: EER, accuracy, min t-DCF (given ASV scores), minDCF,
-    actDCF, Cllr, minCllr, trial counts, then the per-attack and per-condition EERs."""
+    """Every metric of one test set: EER, accuracy, min t-DCF (given ASV scores; the 2019 or the
+    2021 definition as ``asv["tdcf"]`` names it, see :func:`summarize_scores`), minDCF, actDCF,
+    Cllr, minCllr, trial counts, then the per-attack and per-condition EERs."""
     if len(rows) != len(scores):
         raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
     scores = np.asarray(scores, dtype=np.float64)

@@ -20,23 +20,47 @@ Key rows (``trial_metadata.txt``, space-separated):
 SUBSET is ``progress`` / ``eval`` / a hidden subset; ``subsets`` selects which trials to keep
 (default ``[eval]``, the subset the official results are reported on; None keeps all). Codec,
 transmission / source, vocoder, trim and subset go into ``extra`` for breakdowns.
+
+t-DCF (LA only; DF has no ASV trials): the LA keys package also holds the organisers' ASV
+trials and scores, next to ``CM/``::
+
+    keys/LA/ASV/trial_metadata.txt               ASV keys, 8 fields like the CM keys:
+                                                 ``CLAIMED_SPEAKER TRIAL CODEC TRANSMISSION
+                                                 ATTACK KEY TRIM SUBSET``, KEY target /
+                                                 nontarget / spoof, e.g. ``LA_0007-alaw-ita_tx
+                                                 LA_E_5013670-alaw-ita_tx alaw ita_tx bonafide
+                                                 nontarget notrim eval``
+    keys/LA/ASV/ASVTorch_Kaldi/score.txt         ASV scores, ``CLAIMED_SPEAKER TRIAL SCORE``,
+                                                 line i scoring line i of the ASV keys
+
+(the official evaluation package, ``eval-package/config.py`` and ``main.py`` of
+asvspoof-challenge/2021, pairs the two files line by line and selects the ASV trials by the same
+SUBSET as the CM trials). :meth:`ASVspoof2021.asv_scores` returns them for the revised (2021)
+t-DCF, restricted to ``subsets``; without those files there is no t-DCF (None, no error).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from deepfake_detect.data.corpora.base import (
     Corpus,
     list_audio,
     name_some,
+    read_lines,
     read_protocol,
     require_dir,
     require_file,
 )
 from deepfake_detect.data.manifest import BONAFIDE, CorpusError, Utterance
+
+log = logging.getLogger(__name__)
 
 COLUMNS = {
     "LA": ("speaker", "trial", "codec", "transmission", "attack", "key", "trim", "subset"),
@@ -46,6 +70,11 @@ EXTRA_COLUMNS = {
     "LA": ("codec", "transmission", "trim", "subset"),
     "DF": ("codec", "source", "vocoder", "trim", "subset"),
 }
+ASV_COLUMNS = ("speaker", "trial", "codec", "transmission", "attack", "key", "trim", "subset")
+ASV_KEYS = ("target", "nontarget", "spoof")
+ASV_SCORE_FILES = ("ASVTorch_Kaldi/score.txt", "ASVtorch_kaldi/score.txt")
+"""The organisers' ASV scores under ``keys/LA/ASV/`` (the folder is spelt both ways: the
+evaluation package's config and the keys README)."""
 
 
 class ASVspoof2021(Corpus):
@@ -58,6 +87,8 @@ class ASVspoof2021(Corpus):
         subsets: Sequence[str] | None = ("eval",),
         keys_file: str | Path | None = None,
         missing_audio: str = "error",
+        asv_keys_file: str | Path | None = None,
+        asv_scores_file: str | Path | None = None,
     ) -> None:
         super().__init__(root, missing_audio)
         if track not in COLUMNS:
@@ -66,6 +97,10 @@ class ASVspoof2021(Corpus):
         self.name = f"asvspoof2021_{track.lower()}"
         self.subsets = None if subsets is None else [str(s) for s in subsets]
         self.keys_file = None if keys_file is None else Path(keys_file).expanduser()
+        self.asv_keys_file = None if asv_keys_file is None else Path(asv_keys_file).expanduser()
+        self.asv_scores_file = (
+            None if asv_scores_file is None else Path(asv_scores_file).expanduser()
+        )
 
     def key_file(self) -> Path:
         root = require_dir(self.root, f"ASVspoof2021 {self.track} root")
@@ -139,3 +174,75 @@ class ASVspoof2021(Corpus):
             )
         wanted = set(self.subsets)
         return [row for row in rows if row.extra["subset"] in wanted]
+
+    def asv_files(self) -> tuple[Path, Path] | None:
+        """``(ASV keys, ASV scores)`` of the LA keys package, or None when either is absent.
+
+        Unless set (``asv_keys_file`` / ``asv_scores_file``), both are looked for in ``ASV/``
+        beside the ``CM/`` folder of the CM keys (``keys/LA/ASV/``).
+        """
+        if self.track != "LA":
+            return None
+        asv_dir = self.key_file().parent.parent / "ASV"
+        keys = self.asv_keys_file or asv_dir / "trial_metadata.txt"
+        if self.asv_scores_file is not None:
+            scores = self.asv_scores_file
+        else:
+            found = [asv_dir / name for name in ASV_SCORE_FILES if (asv_dir / name).is_file()]
+            scores = found[0] if found else asv_dir / ASV_SCORE_FILES[0]
+        if not (keys.is_file() and scores.is_file()):
+            log.info("%s: no ASV keys and scores (%s, %s): no t-DCF", self.name, keys, scores)
+            return None
+        return keys, scores
+
+    def asv_scores(self, split: str) -> dict[str, Any] | None:
+        """The organisers' ASV target / nontarget / spoof scores for the revised (2021) t-DCF,
+        restricted to ``subsets`` by the SUBSET column of the ASV keys; None without them."""
+        files = self.asv_files() if split in self.splits else None
+        if files is None:
+            return None
+        keys_path, scores_path = files
+        labels = {key: key for key in ASV_KEYS}
+        trials = list(read_protocol(keys_path, ASV_COLUMNS, "key", labels, at_least=True))
+        lines = read_lines(scores_path)
+        if len(lines) != len(trials):
+            raise CorpusError(
+                f"{self.name}: {scores_path} has {len(lines)} ASV scores but {keys_path} has "
+                f"{len(trials)} ASV trials (the two files pair line by line)"
+            )
+        wanted = None if self.subsets is None else set(self.subsets)
+        present = {record["subset"] for record, _ in trials}
+        if wanted is not None and not wanted <= present:
+            log.warning(
+                "%s: subset(s) %s not in the ASV keys %s (present: %s): no t-DCF",
+                self.name,
+                name_some(sorted(wanted - present)),
+                keys_path,
+                ", ".join(sorted(present)),
+            )
+            return None
+        scores: dict[str, list[float]] = {key: [] for key in ASV_KEYS}
+        pairs = zip(trials, lines, strict=True)
+        for n, ((record, key), (lineno, fields)) in enumerate(pairs, start=1):
+            where = f"{scores_path}:{lineno}"
+            if len(fields) != 3:
+                raise CorpusError(
+                    f"{where}: expected 3 columns 'SPEAKER TRIAL SCORE', got {' '.join(fields)!r}"
+                )
+            if fields[:2] != [record["speaker"], record["trial"]]:
+                raise CorpusError(
+                    f"{where}: scores {' '.join(fields[:2])!r} but ASV trial {n} of {keys_path} "
+                    f"is {record['speaker']} {record['trial']} (the files pair line by line)"
+                )
+            try:
+                score = float(fields[2])
+            except ValueError:
+                raise CorpusError(f"{where}: score {fields[2]!r} is not a number") from None
+            if not np.isfinite(score):
+                raise CorpusError(f"{where}: score {fields[2]!r} is not finite")
+            if wanted is None or record["subset"] in wanted:
+                scores[key].append(score)
+        return {
+            **{key: np.asarray(values, dtype=np.float64) for key, values in scores.items()},
+            "tdcf": "2021",
+        }

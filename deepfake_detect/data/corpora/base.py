@@ -13,6 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import SpeakerSplit
@@ -180,3 +181,17 @@ class Corpus(ABC):
     def asv_score_file(self, split: str) -> Path | None:
         """The corpus's ASV score file for ``split`` (for t-DCF), or None when absent."""
         return None
+
+    def asv_scores(self, split: str) -> dict[str, Any] | None:
+        """The organisers' ASV scores of ``split`` for the t-DCF, or None when there are none.
+
+        ``{"target", "nontarget", "spoof"}``: float64 arrays; ``"tdcf"``: the t-DCF definition
+        that goes with them (``"2019"``: the ASVspoof 2019 legacy one, ``"2021"``: the revised
+        one). This default reads :meth:`asv_score_file` in the ASVspoof 2019 format.
+        """
+        path = self.asv_score_file(split)
+        if path is None:
+            return None
+        from deepfake_detect.metrics.asv_scores import read_asv_scores
+
+        return {**read_asv_scores(path), "tdcf": "2019"}
