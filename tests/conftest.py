@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 # Nothing in the tests may reach the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -81,35 +82,58 @@ def tiny_la(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_la_corpus(tmp_path_factory.mktemp("tiny_la"), TINY_SIZES)
 
 
+def compose_config(out_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose a real config (``train`` or ``eval``) whose run writes into ``out_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.log_dir = str(out_dir.parent / "logs")
+    return cfg
+
+
 @pytest.fixture
-def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
-    """Compose a real config (``train`` or ``eval``) with its output in ``tmp_path``."""
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """:func:`compose_config` with the run in ``tmp_path / "run"``."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-        return cfg
+        return compose_config(tmp_path / "run", *overrides, config_name=config_name)
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose
+
+
+def la_data_overrides(root: Path) -> list[str]:
+    """The ASVspoof2019 LA data config on a corpus at ``root``, loaded in-process."""
+    return [
+        "data=asvspoof2019_la",
+        f"data.corpora.asvspoof2019_la.root={root}",
+        "data.num_workers=0",
+    ]
+
+
+def assert_padding_invariant(net: torch.nn.Module) -> None:
+    """An utterance padded in a batch scores as it does alone (eval mode)."""
+    short, long = torch.randn(6000), torch.randn(9000)
+    batch = torch.zeros(2, 9000)
+    batch[0, :6000], batch[1] = short, long
+    with torch.inference_mode():
+        batched = net(batch, torch.tensor([6000, 9000]))
+        alone = net(short[None], torch.tensor([6000]))
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)
 
 
 def tiny_la_overrides(root: Path) -> list[str]:
     """Train the tiny Wav2Vec2 on the tiny corpus, quickly and single-process."""
     return [
         "~experiment",
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={root}",
+        *la_data_overrides(root),
         "model=w2v2_tiny",
         "trainer=cpu",
         "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        "data.num_workers=0",
         "data.batch_size=8",
         "data.max_len=8000",
     ]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import TINY_SIZES, tone, write_la_corpus
+from conftest import TINY_SIZES, la_data_overrides, tone, write_la_corpus
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -175,13 +175,7 @@ def test_asvspoof2019_adapter_on_mini_la() -> None:
 
 
 def _datamodule(compose_cfg, root: Path, *overrides: str):
-    cfg = compose_cfg(
-        "~experiment",
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={root}",
-        "data.num_workers=0",
-        *overrides,
-    )
+    cfg = compose_cfg("~experiment", *la_data_overrides(root), *overrides)
     return instantiate(cfg.data)
 
 

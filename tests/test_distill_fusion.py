@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, TINY_SIZES, tiny_la_overrides, write_la_corpus
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import (
+    TINY_SIZES,
+    compose_config,
+    la_data_overrides,
+    tiny_la_overrides,
+    write_la_corpus,
+)
+from omegaconf import OmegaConf
 
 from deepfake_detect.evaluation.scorefile import read_score_file
 from deepfake_detect.fusion import LogisticFusion, MeanFusion, align_scores
@@ -24,17 +28,6 @@ from deepfake_detect.metrics import compute_eer
 from deepfake_detect.pipeline import evaluate, load_detector, train
 
 TEST_SET = "asvspoof2019_la"
-
-
-def _compose(out_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        cfg.paths.log_dir = str(out_dir.parent / "logs")
-    return cfg
 
 
 def _scores(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +49,7 @@ def systems(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     base = [*tiny_la_overrides(corpus), "model=lcnn", "model.net.lstm=false", "test=false"]
     base += ["model.optimizer.lr=3e-3"]
     for name, frontend, epochs in (("lfcc", "lfcc", 6), ("logmel", "logmel", 3)):
-        cfg = _compose(
+        cfg = compose_config(
             out / name, *base, f"model.net.frontend={frontend}", f"trainer.max_epochs={epochs}"
         )
         train(cfg)
@@ -83,7 +76,7 @@ def test_distillation_kl_is_hintons_soft_target_loss_for_two_classes() -> None:
 
 
 def test_distill_experiment_needs_a_teacher(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path / "run", "experiment=distill")
+    cfg = compose_config(tmp_path / "run", "experiment=distill")
     assert OmegaConf.is_missing(cfg.model.distill, "teacher_ckpt")
     assert cfg.model.net._target_.endswith("LCNN") and not cfg.model.net.lstm
 
@@ -91,7 +84,7 @@ def test_distill_experiment_needs_a_teacher(tmp_path: Path) -> None:
 def test_teacher_is_frozen_in_eval_mode_and_not_part_of_the_student(
     systems: list[Path], tmp_path: Path
 ) -> None:
-    cfg = _compose(
+    cfg = compose_config(
         tmp_path / "run", "experiment=distill", f"model.distill.teacher_ckpt={systems[0]}"
     )
     from hydra.utils import instantiate
@@ -113,11 +106,9 @@ def test_student_learns_the_teachers_scores_and_its_checkpoint_stands_alone(
 ) -> None:
     teacher_ckpt = tmp_path / "teacher.ckpt"
     shutil.copy(systems[0], teacher_ckpt)
-    teacher_cfg = _compose(
+    teacher_cfg = compose_config(
         tmp_path / "teacher_eval",
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={corpus}",
-        "data.num_workers=0",
+        *la_data_overrides(corpus),
         f"ckpt_path={teacher_ckpt}",
         config_name="eval",
     )
@@ -127,7 +118,7 @@ def test_student_learns_the_teachers_scores_and_its_checkpoint_stands_alone(
     overrides = [
         o for o in tiny_la_overrides(corpus) if o not in ("~experiment", "model=w2v2_tiny")
     ]
-    cfg = _compose(
+    cfg = compose_config(
         tmp_path / "student",
         "experiment=distill",
         *overrides,
@@ -151,11 +142,9 @@ def test_student_learns_the_teachers_scores_and_its_checkpoint_stands_alone(
     assert student_ckpt.stat().st_size < teacher_ckpt.stat().st_size / 2
     assert not set(saved["state_dict"]) - set(load_detector(student_ckpt).state_dict())
     teacher_ckpt.unlink()
-    eval_cfg = _compose(
+    eval_cfg = compose_config(
         tmp_path / "student_eval",
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={corpus}",
-        "data.num_workers=0",
+        *la_data_overrides(corpus),
         f"ckpt_path={student_ckpt}",
         config_name="eval",
     )
@@ -220,11 +209,9 @@ def single_scores(
     """Each system's test scores, from eval.py's single-checkpoint path."""
     out, singles = tmp_path_factory.mktemp("singles"), []
     for k, path in enumerate(systems):
-        cfg = _compose(
+        cfg = compose_config(
             out / str(k),
-            "data=asvspoof2019_la",
-            f"data.corpora.asvspoof2019_la.root={corpus}",
-            "data.num_workers=0",
+            *la_data_overrides(corpus),
             f"ckpt_path={path}",
             config_name="eval",
         )
@@ -242,11 +229,9 @@ def test_fused_eval_of_two_checkpoints(
     method: str,
 ) -> None:
     paths = ",".join(str(p) for p in systems)
-    cfg = _compose(
+    cfg = compose_config(
         tmp_path / "fused",
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={corpus}",
-        "data.num_workers=0",
+        *la_data_overrides(corpus),
         f"fusion.ckpt_paths=[{paths}]",
         f"fusion.method={method}",
         config_name="eval",

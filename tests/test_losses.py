@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_la_overrides
+from conftest import la_data_overrides, tiny_la_overrides
 from omegaconf import open_dict
 from torch import Tensor, nn
 
@@ -168,9 +168,7 @@ def test_ocsoftmax_center_is_saved_and_scores_the_test_set(
         assert torch.allclose(model.score(wave), 20 * (cos - 0.55), atol=1e-4)
 
     eval_cfg = compose_cfg(
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={tiny_la}",
-        "data.num_workers=0",
+        *la_data_overrides(tiny_la),
         f"ckpt_path={best}",
         config_name="eval",
     )

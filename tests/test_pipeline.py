@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, tiny_la_overrides
+from conftest import ROOT, la_data_overrides, tiny_la_overrides
 from omegaconf import open_dict
 
 from deepfake_detect.evaluation.scorefile import read_score_file
@@ -45,9 +45,7 @@ def test_train_then_eval_reproduces_the_test_eer(compose_cfg, tiny_la: Path, tmp
     assert any((run / "wandb").glob("offline-run-*")), "W&B ran offline into the run directory"
 
     eval_cfg = compose_cfg(
-        "data=asvspoof2019_la",
-        f"data.corpora.asvspoof2019_la.root={tiny_la}",
-        "data.num_workers=0",
+        *la_data_overrides(tiny_la),
         f"ckpt_path={best}",
         config_name="eval",
     )

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_W2V2
+from conftest import TINY_W2V2, assert_padding_invariant
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -68,13 +68,7 @@ def test_padded_item_scores_as_it_does_alone(head: str, layer: int | str) -> Non
     net = make_net(head, layer=layer).eval()
     if net.layer_weights is not None:
         net.layer_weights.data = torch.randn(net.layer_weights.shape)  # not the uniform start
-    short, long = torch.randn(6000), torch.randn(9000)
-    batch = torch.zeros(2, 9000)
-    batch[0, :6000], batch[1] = short, long
-    with torch.inference_mode():
-        batched = net(batch, torch.tensor([6000, 9000]))
-        alone = net(short[None], torch.tensor([6000]))
-    assert torch.allclose(batched[0], alone[0], atol=1e-5)
+    assert_padding_invariant(net)
 
 
 def test_ssl_aasist_back_end_has_the_reference_layout() -> None:
