@@ -9,7 +9,13 @@ from deepfake_detect.metrics.dcf import (
     compute_min_dcf,
     pav_calibrate,
 )
-from deepfake_detect.metrics.eer import compute_det_curve, compute_eer
+from deepfake_detect.metrics.eer import (
+    compute_det_curve,
+    compute_det_curve_tie_aware,
+    compute_eer,
+    compute_eer_tie_aware,
+    tied_fraction,
+)
 from deepfake_detect.metrics.tdcf import (
     ASVErrorRates,
     LegacyTDCFCostModel,
@@ -28,11 +34,14 @@ __all__ = [
     "compute_act_dcf",
     "compute_cllr",
     "compute_det_curve",
+    "compute_det_curve_tie_aware",
     "compute_eer",
+    "compute_eer_tie_aware",
     "compute_min_cllr",
     "compute_min_dcf",
     "compute_tdcf_2021",
     "compute_tdcf_legacy",
     "pav_calibrate",
     "read_asv_scores",
+    "tied_fraction",
 ]

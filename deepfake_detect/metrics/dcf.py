@@ -5,6 +5,13 @@ The DCF is ``Cmiss (1 - Pspoof) Pmiss + Cfa Pspoof Pfa`` normalised by the cost 
 trivial system, ``min(Cmiss (1 - Pspoof), Cfa Pspoof)``; with the ASVspoof 5 defaults
 (Pspoof 0.05, Cmiss 1, Cfa 10) that is ``1.9 Pmiss + Pfa``. actDCF and Cllr read the scores as
 natural-log likelihood ratios (bona fide vs spoof).
+
+minDCF and actDCF follow the official ASVspoof 5 evaluation package (``compute_mindcf``,
+``compute_actDCF``) operation for operation: minDCF is taken over the official DET curve of
+:func:`~deepfake_detect.metrics.eer.compute_det_curve` (its threshold is that curve's: the score of
+the last rejected trial), actDCF uses the Bayes threshold ``-log(Cmiss (1 - Pspoof) / (Cfa
+Pspoof))``. Cllr uses ``logaddexp`` where the package computes ``log1p(exp(-llr))``: the same up to
+rounding, and finite for LLRs below -709 where the package's overflows to infinity.
 """
 
 from __future__ import annotations
@@ -19,22 +26,17 @@ C_MISS = 1.0
 C_FA = 10.0
 
 
-def _dcf_weights(p_spoof: float, c_miss: float, c_fa: float) -> tuple[float, float]:
-    """Weights of Pmiss and Pfa in the normalised DCF."""
+def _check_dcf_parameters(p_spoof: float, c_miss: float, c_fa: float) -> None:
     if not 0.0 < p_spoof < 1.0:
         raise ValueError(f"p_spoof must be in (0, 1), got {p_spoof}")
     if not (c_miss > 0 and c_fa > 0 and np.isfinite(c_miss) and np.isfinite(c_fa)):
         raise ValueError(f"costs must be finite and > 0, got c_miss={c_miss}, c_fa={c_fa}")
-    w_miss = c_miss * (1.0 - p_spoof)
-    w_fa = c_fa * p_spoof
-    norm = min(w_miss, w_fa)
-    return w_miss / norm, w_fa / norm
 
 
 def bayes_threshold(p_spoof: float = P_SPOOF, c_miss: float = C_MISS, c_fa: float = C_FA) -> float:
-    """Bayes decision threshold for LLRs: ``log(Cfa Pspoof / (Cmiss (1 - Pspoof)))``."""
-    _dcf_weights(p_spoof, c_miss, c_fa)
-    return float(np.log(c_fa * p_spoof / (c_miss * (1.0 - p_spoof))))
+    """Bayes decision threshold for LLRs: ``-log(Cmiss (1 - Pspoof) / (Cfa Pspoof))``."""
+    _check_dcf_parameters(p_spoof, c_miss, c_fa)
+    return float(-np.log(c_miss * (1 - p_spoof) / (c_fa * p_spoof)))
 
 
 def compute_min_dcf(
@@ -44,14 +46,18 @@ def compute_min_dcf(
     c_miss: float = C_MISS,
     c_fa: float = C_FA,
 ) -> tuple[float, float]:
-    """Minimum normalised DCF over all thresholds; returns ``(min_dcf, threshold)``."""
-    w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
+    """Minimum normalised DCF over the official DET curve; returns ``(min_dcf, threshold)``, the
+    threshold being the DET point's (the score of the last rejected trial)."""
+    _check_dcf_parameters(p_spoof, c_miss, c_fa)
     p_miss, p_fa, thresholds = compute_det_curve(
         as_scores(bonafide_scores, "bona fide"), as_scores(spoof_scores, "spoof")
     )
-    dcf = w_miss * p_miss + w_fa * p_fa
+    # The official arithmetic: the bona fide prior is 1 - Pspoof and the spoof prior
+    # 1 - (1 - Pspoof), which is not Pspoof to the last bit.
+    p_bona = 1 - p_spoof
+    dcf = c_miss * p_miss * p_bona + c_fa * p_fa * (1 - p_bona)
     i = int(np.argmin(dcf))
-    return float(dcf[i]), float(thresholds[i])
+    return float(dcf[i] / min(c_miss * p_bona, c_fa * (1 - p_bona))), float(thresholds[i])
 
 
 def compute_act_dcf(
@@ -62,12 +68,13 @@ def compute_act_dcf(
     c_fa: float = C_FA,
 ) -> tuple[float, float]:
     """Normalised DCF at the Bayes threshold for LLR scores; returns ``(act_dcf, threshold)``."""
-    w_miss, w_fa = _dcf_weights(p_spoof, c_miss, c_fa)
     bona = as_scores(bonafide_llrs, "bona fide")
     spoof = as_scores(spoof_llrs, "spoof")
     threshold = bayes_threshold(p_spoof, c_miss, c_fa)
-    dcf = w_miss * np.mean(bona < threshold) + w_fa * np.mean(spoof >= threshold)
-    return float(dcf), threshold
+    p_miss = np.sum(bona < threshold) / bona.size
+    p_fa = np.sum(spoof >= threshold) / spoof.size
+    dcf = c_miss * (1 - p_spoof) * p_miss + c_fa * p_spoof * p_fa
+    return float(dcf / min(c_fa * p_spoof, c_miss * (1 - p_spoof))), threshold
 
 
 def _cllr_bits(bona_llrs: np.ndarray, spoof_llrs: np.ndarray) -> float:

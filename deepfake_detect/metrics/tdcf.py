@@ -1,17 +1,25 @@
 """Tandem detection cost function (t-DCF) of a countermeasure (CM) placed before a fixed ASV system.
 
-Two definitions are provided:
+Two definitions are provided, each computing what the official ASVspoof code computes (to the
+last bit on the default path):
 
-- ``compute_tdcf_legacy``: the ASVspoof 2019 t-DCF (2019 evaluation plan), normalised by
-  ``min(C1, C2)``.
+- ``compute_tdcf_legacy``: the ASVspoof 2019 t-DCF (2019 evaluation plan; ``compute_tDCF`` of the
+  2019 package, ``compute_tDCF_legacy`` of the 2021 one), ``(C1 Pmiss_cm + C2 Pfa_cm) /
+  min(C1, C2)`` with ``C2 = Cfa_cm Pspoof (1 - Pmiss_spoof_asv)``.
 - ``compute_tdcf_2021``: the revised t-DCF of Kinnunen et al. (IEEE/ACM TASLP 2020) used in
   ASVspoof 2021, ``(C0 + C1 Pmiss_cm + C2 Pfa_cm) / (C0 + min(C1, C2))``.
 
-Score convention as in ``eer.py``: higher = more bona fide (CM) or more target (ASV), and a trial is
-accepted when its score is >= the threshold. The ASV threshold defaults to the ASV EER threshold of
-``compute_eer``; the ASVspoof reference code instead takes the score of the last *rejected* trial at
-the EER point and then accepts scores >= it, which moves its ASV error rates by one trial. Pass
-``asv_threshold`` to reproduce a specific operating point.
+Both report the minimum of the normalised curve over the official CM DET curve
+(:func:`~deepfake_detect.metrics.eer.compute_det_curve`: one point per rejected trial, ties split
+bona fide first).
+
+Score convention as in ``eer.py``: higher = more bona fide (CM) or more target (ASV). The ASV
+operating point is, as in the official code, the threshold that the official ``compute_eer``
+returns for the ASV target / nontarget scores (the score of the last trial rejected at the ASV
+EER point), with ``Pmiss_asv = P(target < t)``, ``Pfa_asv = P(nontarget >= t)`` and
+``Pfa_spoof_asv = P(spoof >= t)`` there. Pass ``asv_threshold`` to use another operating point,
+e.g. ``compute_eer_tie_aware(target, nontarget)[1]`` (the first accepting threshold at the EER
+point, this module's default before it followed the official code).
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class ASVErrorRates:
     p_miss: float  # targets rejected
     p_fa: float  # nontargets accepted
     p_fa_spoof: float  # spoofs accepted
+    p_miss_spoof: float  # spoofs rejected (the 2019 t-DCF uses 1 - this, as the official code)
 
 
 def _check_priors_and_costs(priors: dict[str, float], costs: dict[str, float]) -> None:
@@ -76,7 +85,9 @@ def asv_error_rates(
     spoof: ArrayLike,
     threshold: float | None = None,
 ) -> ASVErrorRates:
-    """ASV miss, false-alarm and spoof false-alarm rates; threshold defaults to the ASV EER one."""
+    """ASV error rates at ``threshold``: misses are ``score < threshold``, false alarms
+    ``score >= threshold``. The threshold defaults to the official ASV EER threshold
+    (:func:`~deepfake_detect.metrics.eer.compute_eer` of the target and nontarget scores)."""
     tar = as_scores(target, "ASV target")
     non = as_scores(nontarget, "ASV nontarget")
     spf = as_scores(spoof, "ASV spoof")
@@ -87,6 +98,7 @@ def asv_error_rates(
         p_miss=float(np.mean(tar < threshold)),
         p_fa=float(np.mean(non >= threshold)),
         p_fa_spoof=float(np.mean(spf >= threshold)),
+        p_miss_spoof=float(np.mean(spf < threshold)),
     )
 
 
@@ -133,7 +145,7 @@ def compute_tdcf_legacy(
     c1 = cm.p_target * (cm.c_miss_cm - cm.c_miss_asv * asv.p_miss) - (
         cm.p_nontarget * cm.c_fa_asv * asv.p_fa
     )
-    c2 = cm.c_fa_cm * cm.p_spoof * asv.p_fa_spoof
+    c2 = cm.c_fa_cm * cm.p_spoof * (1 - asv.p_miss_spoof)
     if c1 < 0 or c2 < 0:
         raise ValueError(
             f"negative t-DCF weights (C1={c1:.6g}, C2={c2:.6g}): check the ASV error rates "
