@@ -8,7 +8,9 @@ written as the shortest decimal that reads back to the same float):
   space-separated columns, no header, ``utt_id source key score``; source is the attack id
   (``-`` for bona fide), key ``bonafide`` or ``spoof``: ``LA_E_2834763 A11 spoof -3.0125``.
 - ASVspoof 2021 (LA / PA / DF) submission: two space-separated columns, no header,
-  ``utt_id score``: ``LA_E_9332881 -3.0125``.
+  ``utt_id score``: ``LA_E_9332881 -3.0125`` (the official ``main.py`` reads it with pandas,
+  ``sep=' '``, two named columns, and rejects it unless it scores every trial of the key's
+  ``trial_metadata.txt`` exactly once: see :func:`check_asvspoof2021_trials`).
 - ASVspoof 5 track 1 submission: tab-separated with the header ``filename<TAB>cm-score``, then
   ``utt_id<TAB>score``: ``E_000001<TAB>-3.0125``.
 """
@@ -16,7 +18,9 @@ written as the shortest decimal that reads back to the same float):
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from deepfake_detect.data.manifest import BONAFIDE, Utterance
@@ -111,3 +115,57 @@ def read_asvspoof_scores(path: str | Path) -> dict[str, float]:
                 raise ValueError(f"{path}:{line_no}: expected 2 or 4 columns, got {line.strip()!r}")
             scores[fields[0]] = float(fields[-1])
     return scores
+
+
+@dataclass(frozen=True)
+class TrialCoverage:
+    """How the trial ids of a score file compare with those of a challenge key."""
+
+    n_scores: int
+    n_key: int
+    missing: tuple[str, ...]
+    """Key trials with no score (sorted)."""
+    extra: tuple[str, ...]
+    """Scored ids that are not key trials (sorted)."""
+    duplicated: tuple[str, ...]
+    """Ids scored more than once (sorted)."""
+
+    @property
+    def complete(self) -> bool:
+        """Every key trial scored exactly once and nothing else: what the official tool accepts."""
+        return not (self.missing or self.extra or self.duplicated) and self.n_scores == self.n_key
+
+    def describe(self, shown: int = 3) -> str:
+        """One line for an error message or a log."""
+        if self.complete:
+            return f"all {self.n_key} key trials scored once"
+        parts = [f"{self.n_scores} scores for {self.n_key} key trials"]
+        for name, ids in (
+            ("missing", self.missing),
+            ("not in the key", self.extra),
+            ("scored more than once", self.duplicated),
+        ):
+            if ids:
+                more = f", ... ({len(ids)} in all)" if len(ids) > shown else ""
+                parts.append(f"{name}: {', '.join(ids[:shown])}{more}")
+        return "; ".join(parts)
+
+
+def check_asvspoof2021_trials(score_ids: Iterable[str], key_ids: Iterable[str]) -> TrialCoverage:
+    """Compare the ids of an ASVspoof 2021 score file with the trials of the key.
+
+    The official 2021 evaluation (``main.py``) joins the score file with the whole CM key
+    (``trial_metadata.txt``, every subset) and stops with "protocol and score seem to mismatch"
+    unless both have the same number of lines and every line finds its partner; the CodaLab
+    ``evaluate.py`` also compares the line counts. A file is accepted only when
+    :attr:`TrialCoverage.complete`.
+    """
+    scored = Counter(score_ids)
+    key = Counter(key_ids)
+    return TrialCoverage(
+        n_scores=sum(scored.values()),
+        n_key=sum(key.values()),
+        missing=tuple(sorted(key.keys() - scored.keys())),
+        extra=tuple(sorted(scored.keys() - key.keys())),
+        duplicated=tuple(sorted(i for i, n in scored.items() if n > 1)),
+    )
