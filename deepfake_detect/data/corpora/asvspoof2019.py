@@ -72,15 +72,22 @@ class ASVspoof2019(Corpus):
     def _audio_files(self, split: str) -> Iterable[Path]:
         return list_audio(self.audio_dir(split), (".flac",))
 
-    def _rows(self, split: str) -> list[Utterance]:
-        protocol = require_file(
+    def _protocol(self, split: str) -> Path:
+        return require_file(
             self.protocol_file(split),
             f"{self.name} {split} protocol",
             f"`root` must hold {self.track}/ or be {self.track}/ itself: {self.root}",
         )
+
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        return [self._protocol(split), self.audio_dir(split)]
+
+    def _rows(self, split: str) -> list[Utterance]:
+        protocol = self._protocol(split)
         audio_dir = self.audio_dir(split)
         rows = []
-        for record, key in read_protocol(protocol, COLUMNS, "key"):
+        for record, key, origin in read_protocol(protocol, COLUMNS, "key"):
             speaker, file_id, env, attack = (record[c] for c in COLUMNS[:4])
             extra = {}
             if env != "-":
@@ -95,6 +102,7 @@ class ASVspoof2019(Corpus):
                     speaker=speaker,
                     split=split,
                     extra=extra,
+                    origin=origin,
                 )
             )
         return rows

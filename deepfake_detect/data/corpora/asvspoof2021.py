@@ -144,7 +144,7 @@ class ASVspoof2021(Corpus):
         index = self._audio_index
         fallback_dir = self.audio_dirs()[0]
         rows = []
-        for record, label in read_protocol(
+        for record, label, origin in read_protocol(
             keys, columns, "key", at_least=True, qualifier=f" for {self.track}"
         ):
             trial = record["trial"]
@@ -158,9 +158,15 @@ class ASVspoof2021(Corpus):
                     speaker=record["speaker"],
                     split=split,
                     extra={k: record[k] for k in EXTRA_COLUMNS[self.track]},
+                    origin=origin,
                 )
             )
         return rows
+
+    def source_files(self, split: str) -> list[Path]:
+        """The keys, the root (where the DF part folders are found) and the audio folders."""
+        self._check_split(split)
+        return [self.key_file(), self.root, *self.audio_dirs()]
 
     def _select(self, split: str, rows: list[Utterance]) -> list[Utterance]:
         if self.subsets is None:
@@ -203,7 +209,12 @@ class ASVspoof2021(Corpus):
             return None
         keys_path, scores_path = files
         labels = {key: key for key in ASV_KEYS}
-        trials = list(read_protocol(keys_path, ASV_COLUMNS, "key", labels, at_least=True))
+        trials = [
+            (record, key)
+            for record, key, _ in read_protocol(
+                keys_path, ASV_COLUMNS, "key", labels, at_least=True
+            )
+        ]
         lines = read_lines(scores_path)
         if len(lines) != len(trials):
             raise CorpusError(

@@ -73,11 +73,15 @@ class ASVspoof5(Corpus):
     def _audio_files(self, split: str) -> Iterable[Path]:
         return list_audio(self.audio_dir(split), (".flac",))
 
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        return [self.protocol_file(split), self.audio_dir(split)]
+
     def _rows(self, split: str) -> list[Utterance]:
         protocol = self.protocol_file(split)
         audio_dir = self.audio_dir(split)
         rows = []
-        for record, key in read_protocol(protocol, COLUMNS, "key"):
+        for record, key, origin in read_protocol(protocol, COLUMNS, "key"):
             rows.append(
                 Utterance(
                     utt_id=record["file"],
@@ -87,6 +91,7 @@ class ASVspoof5(Corpus):
                     speaker=record["speaker"],
                     split=split,
                     extra={k: record[k] for k in EXTRA_COLUMNS},
+                    origin=origin,
                 )
             )
         return rows

@@ -1,22 +1,27 @@
 """What every corpus adapter is: a corpus root in its native layout -> manifest rows per split.
 
 An adapter parses protocol / metadata files and lists folders; it never decodes audio. The base
-class owns the checks every corpus shares: unknown split, protocol rows without an audio file
-(error, or skip-and-count), audio files that no protocol row lists (counted, never an error:
-ASVspoof dev/eval folders also hold the ASV enrolment files), and, for corpora without an
-official split, the seeded speaker-disjoint split (:mod:`deepfake_detect.data.splits`).
+class owns the checks every corpus shares: unknown split, an utterance listed twice (error,
+naming both lines), protocol rows without an audio file (error, or skip-count-and-warn), audio
+files that no protocol row lists (counted, never an error: ASVspoof dev/eval folders also hold
+the ASV enrolment files), and, for corpora without an official split, the seeded
+speaker-disjoint split (:mod:`deepfake_detect.data.splits`). Every protocol and metadata file is
+opened through :func:`open_text`, which drops a UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import SpeakerSplit
+
+log = logging.getLogger(__name__)
 
 MAX_NAMED = 5
 """How many offending files an error message names before it only counts the rest."""
@@ -70,10 +75,35 @@ def list_audio(
     return sorted(found)
 
 
+def open_text(path: str | Path) -> TextIO:
+    """Open a protocol or metadata file for reading: UTF-8, a leading byte-order mark dropped.
+
+    Editors (Excel, Notepad) save UTF-8 with a BOM; read as plain UTF-8 it would become part of
+    the first row's first field (a speaker or file id). ``newline=""`` suits :mod:`csv` readers
+    and still splits lines at ``\\n``, ``\\r\\n`` and ``\\r``.
+    """
+    return Path(path).open(encoding="utf-8-sig", newline="")
+
+
+def list_dirs(folder: str | Path) -> list[Path]:
+    """``folder`` and every folder below it, sorted; [] if it does not exist."""
+    found: list[Path] = []
+    pending = [str(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                pending += [entry.path for entry in entries if entry.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.append(Path(current))
+    return sorted(found)
+
+
 def read_lines(path: Path) -> list[tuple[int, list[str]]]:
     """Non-empty lines of a whitespace-separated protocol as ``(line number, fields)``."""
     rows = []
-    with path.open(encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             fields = line.split()
             if fields:
@@ -89,12 +119,13 @@ def read_protocol(
     *,
     at_least: bool = False,
     qualifier: str = "",
-) -> Iterator[tuple[dict[str, str], str]]:
-    """Rows of a whitespace-separated protocol as ``({column: field}, label)``.
+) -> Iterator[tuple[dict[str, str], str, str]]:
+    """Rows of a whitespace-separated protocol as ``({column: field}, label, origin)``.
 
     A row must have exactly ``len(columns)`` fields (or at least that many with ``at_least``,
     the surplus being dropped); its ``label_column`` field must be a key of ``labels``, and
-    the yielded label is what it maps to. ``qualifier`` is appended to the column-count error
+    the yielded label is what it maps to. ``origin`` is ``path:line`` (for
+    :attr:`Utterance.origin`). ``qualifier`` is appended to the column-count error
     (e.g. `` for LA``).
     """
     for lineno, parts in read_lines(path):
@@ -111,15 +142,54 @@ def read_protocol(
                 f"{path}:{lineno}: unknown label {record[label_column]!r} "
                 f"(expected {' or '.join(labels)})"
             )
-        yield record, label
+        yield record, label, f"{path}:{lineno}"
+
+
+def _describe(row: Utterance) -> str:
+    kind = row.label if row.attack == "-" else f"{row.label} {row.attack}"
+    return f"{row.origin or row.path} ({kind})"
+
+
+def check_unique_ids(rows: Iterable[Utterance], what: str) -> None:
+    """Raise :class:`CorpusError` when two rows share an utterance id or an audio file.
+
+    A repeated protocol line scores one utterance twice; the same id listed as bona fide and as
+    spoof puts one file in both classes. Neither is accepted silently: the error names both rows
+    by their :attr:`~Utterance.origin` (``file:line``) and label, for up to
+    :data:`MAX_NAMED` clashes. ``what`` names the row set in the message (``asvspoof2019_la/eval``,
+    or a test set built from several selections).
+    """
+    first_id: dict[str, Utterance] = {}
+    first_path: dict[str, Utterance] = {}
+    clashes: list[str] = []
+    for row in rows:
+        earlier = first_id.get(row.utt_id)
+        if earlier is not None:
+            clashes.append(f"id {row.utt_id!r} at {_describe(earlier)} and {_describe(row)}")
+            continue
+        first_id[row.utt_id] = row
+        path = os.path.normpath(row.path)
+        earlier = first_path.get(path)
+        if earlier is not None:
+            clashes.append(f"file {row.path} at {_describe(earlier)} and {_describe(row)}")
+            continue
+        first_path[path] = row
+    if clashes:
+        raise CorpusError(
+            f"{what}: {len(clashes)} utterance(s) listed more than once: {name_some(clashes)}. "
+            "Each utterance must be listed once: remove the repeated lines (an id listed with "
+            "two labels needs the right one chosen)."
+        )
 
 
 class Corpus(ABC):
     """A corpus adapter. Subclasses parse one native layout; they never read audio samples.
 
-    Subclasses set ``name`` and ``splits`` and implement :meth:`_rows`; they may override
-    :meth:`_audio_files` (to have unlisted audio counted) and :meth:`_select` (to keep part of
-    the parsed rows, e.g. a subset column). Corpora without an official split set
+    Subclasses set ``name`` and ``splits`` and implement :meth:`_rows` (filling each row's
+    ``origin``); they may override :meth:`_audio_files` (to have unlisted audio counted),
+    :meth:`_select` (to keep part of the parsed rows, e.g. a subset column),
+    :meth:`source_files` (what a cached manifest depends on) and :meth:`metric_mask` (rows that
+    are scored but left out of the metrics). Corpora without an official split set
     ``self.speaker_split`` and ``self.splits = self.speaker_split.names``.
     """
 
@@ -132,9 +202,10 @@ class Corpus(ABC):
         self.root = Path(root).expanduser()
         self.missing_audio = missing_audio
         self.speaker_split: SpeakerSplit | None = None
-        self.report: dict[str, dict[str, int]] = {}
+        self.report: dict[str, dict[str, Any]] = {}
         """Per split (filled by :meth:`load`): ``rows`` in the split, ``missing_audio`` rows
-        without a file (dropped when skipping), ``unlisted_audio`` files no protocol row lists."""
+        without a file (dropped when skipping), ``missing_examples`` up to :data:`MAX_NAMED` of
+        their paths, ``unlisted_audio`` files no protocol row lists."""
 
     @abstractmethod
     def _rows(self, split: str) -> list[Utterance]:
@@ -150,12 +221,24 @@ class Corpus(ABC):
             return self.speaker_split.select(rows, split)
         return rows
 
-    def load(self, split: str) -> list[Utterance]:
+    def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise CorpusError(
                 f"{self.name}: unknown split {split!r} (available: {', '.join(self.splits)})"
             )
+
+    def load(self, split: str) -> list[Utterance]:
+        """The rows of ``split`` whose audio file exists (see ``missing_audio``).
+
+        Raises :class:`CorpusError` when an utterance id or audio file is listed twice among
+        the rows the split is drawn from (both lines named), and when rows have no audio file
+        unless ``missing_audio="skip"``, which drops them with a warning. Fills
+        ``self.report[split]``.
+        """
+        self._check_split(split)
+        what = f"{self.name}/{split}"
         parsed = self._rows(split)
+        check_unique_ids(parsed, what)
         present = self._audio_files(split)
         unlisted = 0
         if present is not None:
@@ -163,20 +246,50 @@ class Corpus(ABC):
             unlisted = sum(1 for path in present if os.path.normpath(path) not in listed)
         rows = self._select(split, parsed)
         missing = [row for row in rows if not Path(row.path).is_file()]
+        missing_paths = [row.path for row in missing]
         if missing and self.missing_audio == "error":
             raise CorpusError(
-                f"{self.name}/{split}: {len(missing)} of {len(rows)} protocol rows have no audio "
-                f"file: {name_some([r.path for r in missing])}. Fix the corpus root, or set "
+                f"{what}: {len(missing)} of {len(rows)} protocol rows have no audio "
+                f"file: {name_some(missing_paths)}. Fix the corpus root, or set "
                 "`missing_audio: skip` on the corpus to drop (and count) these rows."
+            )
+        if missing:
+            log.warning(
+                "%s: dropping %d of %d protocol rows that have no audio file "
+                "(missing_audio: skip): %s",
+                what,
+                len(missing),
+                len(rows),
+                name_some(missing_paths),
             )
         missing_ids = {id(r) for r in missing}
         kept = [row for row in rows if id(row) not in missing_ids]
         self.report[split] = {
             "rows": len(rows),
             "missing_audio": len(missing),
+            "missing_examples": missing_paths[:MAX_NAMED],
             "unlisted_audio": unlisted,
         }
         return kept
+
+    def source_files(self, split: str) -> list[Path]:
+        """The files and folders whose modification times key a cached manifest of ``split``.
+
+        The protocol / metadata files the rows are parsed from, and the folders whose listing
+        decides which rows there are (corpora listed by folder) or which of them have audio
+        (``missing_audio``, unlisted files). A folder's mtime changes when an entry is added,
+        removed or renamed in it. Protocol files must exist (:class:`CorpusError` as in
+        :meth:`load`); folders are returned whether or not they exist. This default is the
+        corpus root.
+        """
+        self._check_split(split)
+        return [self.root]
+
+    def metric_mask(self, split: str, rows: Sequence[Utterance]) -> list[bool] | None:
+        """Which of ``rows`` (of ``split``, as loaded and possibly filtered since) the metrics
+        are computed on; None: every row counts. Every row is still scored and written to the
+        score files. This default is None; ASVspoof 2021 keeps its ``metric_subsets``."""
+        return None
 
     def asv_score_file(self, split: str) -> Path | None:
         """The corpus's ASV score file for ``split`` (for t-DCF), or None when absent."""

@@ -56,17 +56,28 @@ class FakeOrReal(Corpus):
             f"{' / '.join(names)} subfolder (check the corpus `root` and `variant` settings)"
         )
 
-    def _rows(self, split: str) -> list[Utterance]:
+    def _label_dirs(self, split: str) -> dict[str, Path]:
+        """``{label: folder}`` of ``split`` (the folders are its protocol)."""
         split_dir = self.version_dir / SPLIT_FOLDER[split]
+        return {
+            label: require_dir(split_dir / folder, f"{self.name} {split} {folder}/ folder")
+            for folder, label in LABEL_FOLDER.items()
+        }
+
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        return list(self._label_dirs(split).values())
+
+    def _rows(self, split: str) -> list[Utterance]:
         rows = []
-        for folder, label in LABEL_FOLDER.items():
-            label_dir = require_dir(split_dir / folder, f"{self.name} {split} {folder}/ folder")
+        for label, label_dir in self._label_dirs(split).items():
             rows += [
                 Utterance(
-                    utt_id=f"{SPLIT_FOLDER[split]}/{folder}/{path.stem}",
+                    utt_id=f"{SPLIT_FOLDER[split]}/{label_dir.name}/{path.stem}",
                     path=str(path),
                     label=label,
                     split=split,
+                    origin=str(path),
                 )
                 for path in list_audio(label_dir)
             ]

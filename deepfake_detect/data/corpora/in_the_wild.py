@@ -14,7 +14,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from deepfake_detect.data.corpora.base import Corpus, list_audio, require_dir, require_file
+from deepfake_detect.data.corpora.base import (
+    Corpus,
+    list_audio,
+    open_text,
+    require_dir,
+    require_file,
+)
 from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import SpeakerSplit
 
@@ -44,22 +50,30 @@ class InTheWild(Corpus):
     def _audio_files(self, split: str) -> Iterable[Path]:
         return list_audio(self.folder, (".wav",))
 
-    def _rows(self, split: str) -> list[Utterance]:
-        folder = self.folder
-        meta = require_file(
-            folder / "meta.csv",
+    def _meta(self) -> Path:
+        return require_file(
+            self.folder / "meta.csv",
             f"{self.name} metadata",
             f"`root` must hold {FOLDER}/ or be {FOLDER}/ itself: {self.root}",
         )
+
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        return [self._meta(), self.folder]
+
+    def _rows(self, split: str) -> list[Utterance]:
+        folder = self.folder
+        meta = self._meta()
         rows = []
-        with meta.open(newline="", encoding="utf-8-sig") as f:
+        with open_text(meta) as f:
             reader = csv.reader(f)
             header = tuple(h.strip() for h in next(reader, []))
             if header[:3] != HEADER:
                 raise CorpusError(
                     f"{meta}:1: expected the header 'file,speaker,label', got {','.join(header)!r}"
                 )
-            for lineno, record in enumerate(reader, start=2):
+            for record in reader:
+                lineno = reader.line_num
                 if not record:
                     continue
                 if len(record) < 3:
@@ -77,6 +91,7 @@ class InTheWild(Corpus):
                         path=str(folder / file),
                         label=label,
                         speaker=speaker or "-",
+                        origin=f"{meta}:{lineno}",
                     )
                 )
         return rows

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from deepfake_detect.data.corpora.base import Corpus, list_audio
+from deepfake_detect.data.corpora.base import Corpus, list_audio, open_text
 from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import ALL, SpeakerSplit
 
@@ -74,7 +74,7 @@ class ManifestCSV(Corpus):
         delimiter = "\t" if manifest.suffix.lower() in (".tsv", ".tab") else ","
         base_dir = manifest.parent
         rows = []
-        with manifest.open(newline="", encoding="utf-8-sig") as f:
+        with open_text(manifest) as f:
             reader = csv.DictReader(f, delimiter=delimiter)
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in ("path", "label") if c not in columns]
@@ -112,6 +112,7 @@ class ManifestCSV(Corpus):
                         speaker=record.get("speaker") or "-",
                         split=record.get("split") or "-",
                         extra={k: v for k, v in record.items() if k not in BASE_COLUMNS and v},
+                        origin=f"{manifest}:{lineno}",
                     )
                 )
         return rows, has_split
@@ -126,6 +127,12 @@ class ManifestCSV(Corpus):
         found = {row.split for row in rows}
         ordered = [s for s in SPLIT_ORDER if s in found] + sorted(found - set(SPLIT_ORDER))
         return (*ordered, ALL)
+
+    def source_files(self, split: str) -> list[Path]:
+        """The manifest, and the folder of every file it lists."""
+        self._check_split(split)
+        folders = sorted({Path(row.path).parent for row in self._parsed[0]})
+        return [self.manifest_file, *folders]
 
     def _audio_files(self, split: str) -> Iterable[Path] | None:
         if not self.count_unlisted:

@@ -22,7 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepfake_detect.data.corpora.base import Corpus, list_audio, name_some, require_dir
+from deepfake_detect.data.corpora.base import (
+    Corpus,
+    list_audio,
+    list_dirs,
+    name_some,
+    require_dir,
+)
 from deepfake_detect.data.manifest import BONAFIDE, SPOOF, CorpusError, Utterance
 from deepfake_detect.data.splits import SpeakerSplit
 
@@ -115,6 +121,14 @@ class WaveFake(Corpus):
     def _audio_files(self, split: str) -> Iterable[Path]:
         return [path for path, _ in self._real_files().values()]
 
+    def source_files(self, split: str) -> list[Path]:
+        """The folders listed: ``generated_audio/`` and each selected generator's folder, and
+        every folder under the real roots (searched recursively)."""
+        self._check_split(split)
+        generated = self.generated_dir
+        folders = [generated] + [generated / g for g in self.selected_generators()]
+        return folders + [d for real in self._real_dirs() for d in list_dirs(real)]
+
     def _rows(self, split: str) -> list[Utterance]:
         generators = self.selected_generators()  # checks the root before the real roots
         real = self._real_files()
@@ -134,6 +148,7 @@ class WaveFake(Corpus):
                         attack=generator,
                         speaker="-" if found is None else self._speaker(pair, found[1]),
                         extra={"pair": pair if found is not None else "-"},
+                        origin=str(path),
                     )
                 )
         bona = [
@@ -143,6 +158,7 @@ class WaveFake(Corpus):
                 label=BONAFIDE,
                 speaker=self._speaker(pair, real[pair][1]),
                 extra={"pair": pair},
+                origin=str(real[pair][0]),
             )
             for pair in sorted(paired)
         ]
