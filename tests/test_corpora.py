@@ -349,28 +349,39 @@ def test_asvspoof2017_errors(tmp_path: Path) -> None:
 def test_asvspoof2021_la_subsets(tmp_path: Path) -> None:
     root = make_asvspoof2021(tmp_path, "LA")
     corpus = ASVspoof2021(root, track="LA")
-    rows = corpus.load("eval")
-    assert counts(rows) == {("spoof", "A07"): 1, ("bonafide", "-"): 1}
+    rows = corpus.load("eval")  # every trial of the keys: the official score file needs them all
+    assert [r.extra["subset"] for r in rows] == ["eval", "eval", "progress", "hidden_track_1"]
     assert rows[0].extra == {
         "codec": "alaw",
         "transmission": "ita_tx",
         "trim": "notrim",
         "subset": "eval",
     }
-    assert corpus.report["eval"]["rows"] == 2
-    assert len(ASVspoof2021(root, subsets=None).load("eval")) == 4
-    picked = ASVspoof2021(root, subsets=["progress", "hidden_track_1"]).load("eval")
-    assert {r.attack for r in picked} == {"A19", "A13"}
+    assert corpus.report["eval"]["rows"] == 4
+    # ... and the metrics count the eval phase only (metric_subsets: [eval] by default).
+    assert corpus.metric_mask("eval", rows) == [True, True, False, False]
+    assert corpus.metric_mask("eval", rows[2:]) == [False, False]  # filtered rows: their mask
+    assert ASVspoof2021(root, metric_subsets=None).metric_mask("eval", rows) is None
+    both = ASVspoof2021(root, metric_subsets=["eval", "progress"]).metric_mask("eval", rows)
+    assert both == [True, True, True, False]
+    # `subsets` still restricts the trials loaded (and the metrics default to them, within).
+    picked = ASVspoof2021(root, subsets=["progress", "hidden_track_1"], metric_subsets=None)
+    assert {r.attack for r in picked.load("eval")} == {"A19", "A13"}
+    assert picked.metric_mask("eval", rows) is None
     present = "present: eval, hidden_track_1, progress"
-    with pytest.raises(CorpusError, match=f"hidden not in the keys.*{present}"):
-        ASVspoof2021(root, subsets=["hidden"]).load("eval")
+    with pytest.raises(CorpusError, match=f"hidden not in the keys.*{present}.*`subsets`"):
+        ASVspoof2021(root, subsets=["hidden"], metric_subsets=None).load("eval")
+    with pytest.raises(CorpusError, match=f"hidden not in the keys.*{present}.*`metric_subsets`"):
+        ASVspoof2021(root, metric_subsets=["hidden"]).load("eval")
+    with pytest.raises(ValueError, match="metric_subsets eval not among the loaded subsets"):
+        ASVspoof2021(root, subsets=["progress"])
     with pytest.raises(CorpusError, match="unknown split 'train'"):
         corpus.load("train")
 
 
 def test_asvspoof2021_df_parts(tmp_path: Path) -> None:
     root = make_asvspoof2021(tmp_path, "DF")
-    corpus = ASVspoof2021(root, track="DF", subsets=None)
+    corpus = ASVspoof2021(root, track="DF")
     rows = corpus.load("eval")
     assert corpus.name == "asvspoof2021_df" and len(rows) == 4
     assert {Path(r.path).parts[-4] for r in rows} == {
@@ -387,7 +398,7 @@ def test_asvspoof2021_df_parts(tmp_path: Path) -> None:
         "subset": "eval",
     }
     assert rows[2].attack == "-" and rows[2].label == "bonafide"
-    assert len(ASVspoof2021(root, track="DF").load("eval")) == 3  # default subsets: [eval]
+    assert corpus.metric_mask("eval", rows) == [False, True, True, True]  # [eval] by default
 
 
 def test_asvspoof2021_errors(tmp_path: Path) -> None:
@@ -612,8 +623,8 @@ def test_manifest_csv_errors(tmp_path: Path) -> None:
 CONFIG_FIXTURES = {
     "asvspoof2019_pa": (lambda p: make_asvspoof2019(p, "PA"), {}, "train", 4),
     "asvspoof2017": (make_asvspoof2017, {}, "eval", 3),
-    "asvspoof2021_la": (lambda p: make_asvspoof2021(p, "LA"), {}, "eval", 2),
-    "asvspoof2021_df": (lambda p: make_asvspoof2021(p, "DF"), {}, "eval", 3),
+    "asvspoof2021_la": (lambda p: make_asvspoof2021(p, "LA"), {}, "eval", 4),
+    "asvspoof2021_df": (lambda p: make_asvspoof2021(p, "DF"), {}, "eval", 4),
     "asvspoof5": (make_asvspoof5, {}, "dev", 3),
     "in_the_wild": (make_in_the_wild, {}, "all", 120),
     "wavefake": (make_wavefake, {"real_roots": ["LJSpeech-1.1"]}, "all", 41),

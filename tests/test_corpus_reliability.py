@@ -62,13 +62,13 @@ CASES: dict[str, Case] = {
     ),
     "asvspoof2021_la": (
         lambda p: make_asvspoof2021(p, "LA"),
-        lambda root: ASVspoof2021(root, subsets=None),
+        ASVspoof2021,
         "eval",
         "LA-keys-full/keys/LA/CM/trial_metadata.txt",
     ),
     "asvspoof2021_df": (
         lambda p: make_asvspoof2021(p, "DF"),
-        lambda root: ASVspoof2021(root, track="DF", subsets=None),
+        lambda root: ASVspoof2021(root, track="DF"),
         "eval",
         "keys/DF/CM/trial_metadata.txt",
     ),
@@ -363,3 +363,60 @@ def test_source_times_change_when_a_row_loses_its_audio(tmp_path: Path) -> None:
     after = times()
     assert after[0] == before[0] and after[1] != before[1]
     assert len(corpus.load("dev")) == 3
+
+
+# --- 5. ASVspoof 2021: every trial scored, the metrics on the eval phase -----------------------
+
+
+def test_asvspoof2021_score_file_covers_every_trial_and_metrics_use_eval(tmp_path: Path) -> None:
+    from deepfake_detect.evaluation.scorefile import write_asvspoof2021
+
+    root = make_asvspoof2021(tmp_path, "LA")
+    keys = root / "LA-keys-full" / "keys" / "LA" / "CM" / "trial_metadata.txt"
+    asv = keys.parent.parent / "ASV"
+    write(
+        asv / "trial_metadata.txt",
+        [
+            "LA_0001-alaw-ita_tx LA_E_5000001-alaw-ita_tx alaw ita_tx bonafide target notrim eval",
+            "LA_0001-alaw-ita_tx LA_E_5000002-alaw-ita_tx alaw ita_tx A07 spoof notrim progress",
+            "LA_0001-alaw-ita_tx LA_E_5000003-alaw-ita_tx alaw ita_tx A07 spoof notrim eval",
+        ],
+    )
+    write(
+        asv / "ASVTorch_Kaldi" / "score.txt",
+        [
+            "LA_0001-alaw-ita_tx LA_E_5000001-alaw-ita_tx 2.5",
+            "LA_0001-alaw-ita_tx LA_E_5000002-alaw-ita_tx 0.25",
+            "LA_0001-alaw-ita_tx LA_E_5000003-alaw-ita_tx 0.5",
+        ],
+    )
+    corpus = ASVspoof2021(root)  # the defaults of conf/data/corpus/asvspoof2021_la.yaml
+    rows = corpus.load("eval")
+    score_file = write_asvspoof2021(tmp_path / "scores.txt", rows, [0.0] * len(rows))
+    scored = [line.split()[0] for line in score_file.read_text().splitlines()]
+    assert scored == [line.split()[1] for line in keys.read_text().splitlines()]
+    mask = corpus.metric_mask("eval", rows)
+    assert [row.utt_id for row, keep in zip(rows, mask, strict=True) if keep] == [
+        "LA_E_9332881",
+        "LA_E_5013670",
+    ]
+    asv_scores = corpus.asv_scores("eval")  # the t-DCF's ASV side: the metric subsets only
+    assert asv_scores["spoof"].tolist() == [0.5] and asv_scores["target"].tolist() == [2.5]
+    every = ASVspoof2021(root, metric_subsets=None).asv_scores("eval")
+    assert sorted(every["spoof"].tolist()) == [0.25, 0.5]
+    assert ASVspoof2021(root).metric_mask("eval", []) == []
+    with pytest.raises(CorpusError, match="rows without a subset column: u1"):
+        corpus.metric_mask("eval", [Utterance("u1", "/x.flac", "spoof")])
+    assert Corpus.metric_mask(corpus, "eval", rows) is None  # the base default: every row
+
+
+def test_asvspoof2021_restricted_subsets_warn_about_the_score_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_asvspoof2021(tmp_path, "LA")
+    with caplog.at_level(logging.WARNING, logger="deepfake_detect.data.corpora.asvspoof2021"):
+        ASVspoof2021(root).load("eval")
+        assert not caplog.records
+        rows = ASVspoof2021(root, subsets=["eval"]).load("eval")
+    assert len(rows) == 2
+    assert "will not cover every trial of the keys" in caplog.records[0].getMessage()

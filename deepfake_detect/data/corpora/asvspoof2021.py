@@ -17,9 +17,18 @@ Key rows (``trial_metadata.txt``, space-separated):
   - - - -``; SOURCE is asvspoof / vcc2018 / vcc2020 and VCC attacks are not ``Axx``
   (``Task1-team20``).
 
-SUBSET is ``progress`` / ``eval`` / a hidden subset; ``subsets`` selects which trials to keep
-(default ``[eval]``, the subset the official results are reported on; None keeps all). Codec,
-transmission / source, vocoder, trim and subset go into ``extra`` for breakdowns.
+SUBSET is ``progress`` / ``eval`` / ``hidden_track`` (the challenge phases). Two settings use it:
+
+- ``subsets``: the trials loaded, i.e. scored and written to the score files. Default None:
+  every trial of the keys. The official evaluation package (``eval-package/main.py`` of
+  asvspoof-challenge/2021) joins the score file with the whole keys file and stops unless every
+  trial has a score, then selects the phase itself, so the ``.asvspoof2021.txt`` score file must
+  cover every trial; restricting ``subsets`` makes it unusable there (a warning says so).
+- ``metric_subsets``: the trials the metrics (EER, t-DCF, breakdowns) are computed on, exposed
+  through :meth:`ASVspoof2021.metric_mask`. Default ``[eval]``, the phase the official results
+  are reported on; None: every loaded trial. Must lie within ``subsets`` when that is set.
+
+Codec, transmission / source, vocoder, trim and subset go into ``extra`` for breakdowns.
 
 t-DCF (LA only; DF has no ASV trials): the LA keys package also holds the organisers' ASV
 trials and scores, next to ``CM/``::
@@ -36,7 +45,8 @@ trials and scores, next to ``CM/``::
 (the official evaluation package, ``eval-package/config.py`` and ``main.py`` of
 asvspoof-challenge/2021, pairs the two files line by line and selects the ASV trials by the same
 SUBSET as the CM trials). :meth:`ASVspoof2021.asv_scores` returns them for the revised (2021)
-t-DCF, restricted to ``subsets``; without those files there is no t-DCF (None, no error).
+t-DCF, restricted to the metric subsets (``metric_subsets``, or ``subsets`` when that is None);
+without those files there is no t-DCF (None, no error).
 """
 
 from __future__ import annotations
@@ -84,7 +94,8 @@ class ASVspoof2021(Corpus):
         self,
         root: str | Path,
         track: str = "LA",
-        subsets: Sequence[str] | None = ("eval",),
+        subsets: Sequence[str] | None = None,
+        metric_subsets: Sequence[str] | None = ("eval",),
         keys_file: str | Path | None = None,
         missing_audio: str = "error",
         asv_keys_file: str | Path | None = None,
@@ -96,6 +107,15 @@ class ASVspoof2021(Corpus):
         self.track = track
         self.name = f"asvspoof2021_{track.lower()}"
         self.subsets = None if subsets is None else [str(s) for s in subsets]
+        self.metric_subsets = None if metric_subsets is None else [str(s) for s in metric_subsets]
+        if self.subsets is not None and self.metric_subsets is not None:
+            outside = [s for s in self.metric_subsets if s not in self.subsets]
+            if outside:
+                raise ValueError(
+                    f"{self.name}: metric_subsets {name_some(outside)} not among the loaded "
+                    f"subsets {', '.join(self.subsets)}; set metric_subsets to some of them, or "
+                    "null (every loaded trial), or subsets to null (every trial)"
+                )
         self.keys_file = None if keys_file is None else Path(keys_file).expanduser()
         self.asv_keys_file = None if asv_keys_file is None else Path(asv_keys_file).expanduser()
         self.asv_scores_file = (
@@ -168,18 +188,47 @@ class ASVspoof2021(Corpus):
         self._check_split(split)
         return [self.key_file(), self.root, *self.audio_dirs()]
 
+    @property
+    def scored_subsets(self) -> list[str] | None:
+        """The SUBSET values the metrics and the ASV scores use; None: every one."""
+        return self.metric_subsets if self.metric_subsets is not None else self.subsets
+
     def _select(self, split: str, rows: list[Utterance]) -> list[Utterance]:
+        present = sorted({row.extra["subset"] for row in rows})
+        for setting in ("subsets", "metric_subsets"):
+            unknown = [s for s in getattr(self, setting) or () if s not in present]
+            if unknown:
+                raise CorpusError(
+                    f"{self.name}: subset(s) {name_some(unknown)} not in the keys "
+                    f"{self.key_file()} (present: {', '.join(present)}); check the corpus "
+                    f"`{setting}` setting"
+                )
         if self.subsets is None:
             return rows
-        present = sorted({row.extra["subset"] for row in rows})
-        unknown = [s for s in self.subsets if s not in present]
-        if unknown:
-            raise CorpusError(
-                f"{self.name}: subset(s) {name_some(unknown)} not in the keys "
-                f"(present: {', '.join(present)}); check the corpus `subsets` setting"
-            )
+        log.warning(
+            "%s: `subsets: [%s]` loads only those trials, so the ASVspoof 2021 score file will "
+            "not cover every trial of the keys, which the official evaluation package requires "
+            "(set subsets: null and pick the metric trials with metric_subsets)",
+            self.name,
+            ", ".join(self.subsets),
+        )
         wanted = set(self.subsets)
         return [row for row in rows if row.extra["subset"] in wanted]
+
+    def metric_mask(self, split: str, rows: Sequence[Utterance]) -> list[bool] | None:
+        """True for the rows whose SUBSET is one of ``metric_subsets``; None when that is None
+        (every loaded row counts)."""
+        self._check_split(split)
+        wanted = self.metric_subsets
+        if wanted is None:
+            return None
+        unmarked = [row.utt_id for row in rows if "subset" not in row.extra]
+        if unmarked:
+            raise CorpusError(
+                f"{self.name}: rows without a subset column: {name_some(unmarked)} (metric_mask "
+                "needs the rows this corpus loaded)"
+            )
+        return [row.extra["subset"] in wanted for row in rows]
 
     def asv_files(self) -> tuple[Path, Path] | None:
         """``(ASV keys, ASV scores)`` of the LA keys package, or None when either is absent.
@@ -203,7 +252,8 @@ class ASVspoof2021(Corpus):
 
     def asv_scores(self, split: str) -> dict[str, Any] | None:
         """The organisers' ASV target / nontarget / spoof scores for the revised (2021) t-DCF,
-        restricted to ``subsets`` by the SUBSET column of the ASV keys; None without them."""
+        restricted to the metric subsets (:attr:`scored_subsets`) by the SUBSET column of the
+        ASV keys; None without them."""
         files = self.asv_files() if split in self.splits else None
         if files is None:
             return None
@@ -221,7 +271,7 @@ class ASVspoof2021(Corpus):
                 f"{self.name}: {scores_path} has {len(lines)} ASV scores but {keys_path} has "
                 f"{len(trials)} ASV trials (the two files pair line by line)"
             )
-        wanted = None if self.subsets is None else set(self.subsets)
+        wanted = None if self.scored_subsets is None else set(self.scored_subsets)
         present = {record["subset"] for record, _ in trials}
         if wanted is not None and not wanted <= present:
             log.warning(
