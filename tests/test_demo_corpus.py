@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from deepfake_detect.data.demo import (
     SAMPLE_RATE,
     SPLIT_ATTACKS,
     DemoSizes,
+    demo_corpus_dir,
     ensure_demo_corpus,
     generate_demo_corpus,
 )
@@ -102,21 +106,89 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(
 
 
 def test_marker_skips_regeneration_until_it_is_missing_or_differs(tmp_path: Path) -> None:
-    root = generate_demo_corpus(tmp_path / "demo", seed=0, **SMALL)
-    before = mtimes(root)
-    assert ensure_demo_corpus(root, seed=0, **SMALL) == root
-    assert mtimes(root) == before
+    root = tmp_path / "demo"
+    folder = generate_demo_corpus(root, seed=0, **SMALL)
+    assert folder == demo_corpus_dir(root, seed=0, **SMALL) and folder.parent == root
+    assert (root / "LA").resolve() == (folder / "LA").resolve()  # ASVspoof2019(root) reads it
+    before = mtimes(folder)
+    assert ensure_demo_corpus(root, seed=0, **SMALL) == folder
+    assert mtimes(folder) == before
 
-    (root / MARKER).unlink()  # as after an interrupted generation
+    (folder / MARKER).unlink()  # as after a damaged cache
     stray = next(iter(before))
     stray.unlink()
     ensure_demo_corpus(root, seed=0, **SMALL)
-    assert stray.is_file() and (root / MARKER).is_file()
-    assert all(mtimes(root)[p] != t for p, t in before.items())
+    assert stray.is_file() and (folder / MARKER).is_file()
+    assert all(mtimes(folder)[p] != t for p, t in before.items())
 
     bigger = SMALL | {"eval_bonafide": 3}
-    ensure_demo_corpus(root, seed=0, **bigger)
+    other = ensure_demo_corpus(root, seed=0, **bigger)
+    assert other != folder
     assert Counter(r.label for r in ASVspoof2019(root).load("eval"))["bonafide"] == 3
+    assert Counter(r.label for r in ASVspoof2019(folder).load("eval"))["bonafide"] == 2
+
+
+def test_other_settings_never_remove_the_files_of_a_running_job(tmp_path: Path) -> None:
+    """Job A reads the seed-0 corpus while job B asks for seed 1 in the same cache: A keeps
+    every file of its manifest, byte for byte, including the one it has open."""
+    root = tmp_path / "cache" / "demo_la"
+    job_a = DemoCorpus(root, seed=0, **SMALL)
+    rows_a = [row for split in SPLITS for row in job_a.load(split)]
+    digests = {row.path: hashlib.sha256(Path(row.path).read_bytes()).hexdigest() for row in rows_a}
+    with open(rows_a[0].path, "rb") as reader:
+        head = reader.read(64)
+        job_b = DemoCorpus(root, seed=1, **SMALL)
+        rows_b = job_b.load("train")
+        assert head + reader.read() == Path(rows_a[0].path).read_bytes()
+    assert job_a.root != job_b.root and job_a.root.parent == job_b.root.parent == root
+    assert {Path(r.path).parents[3] for r in rows_b} == {job_b.root}
+    assert (root / "LA").resolve() == (job_b.root / "LA").resolve()  # the latest settings
+    after = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in digests}
+    assert after == digests
+
+
+def test_only_corpora_that_no_process_holds_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "demo_la"
+    held = ensure_demo_corpus(root, seed=0, **SMALL)  # this process holds it until it exits
+    script = (
+        "import sys; from deepfake_detect.data.demo import ensure_demo_corpus; "
+        f"print(ensure_demo_corpus(sys.argv[1], seed=int(sys.argv[2]), **{SMALL!r}))"
+    )
+    run = [sys.executable, "-c", script, str(root)]
+    released = Path(
+        subprocess.run([*run, "2"], check=True, capture_output=True, text=True).stdout.strip()
+    )
+    assert released.is_dir() and held.is_dir()  # the other process could not remove ours
+    (root / ".tmp-demo-la-2-seed9-0123-999999").mkdir()  # left by an interrupted generation
+    again = ensure_demo_corpus(root, seed=0, **SMALL)
+    assert again == held and held.is_dir()
+    assert not released.exists()  # its process has exited: nobody holds it
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [".demo_corpus", ".lock", "LA", held.name]
+    )
+
+
+def test_a_cache_of_the_layout_before_per_setting_folders_is_taken_over(tmp_path: Path) -> None:
+    root = tmp_path / "demo_la"
+    folder = generate_demo_corpus(root, seed=0, **SMALL)
+    before = digest(folder)
+    # the old layout: the corpus straight under root, its marker beside it
+    (root / "LA").unlink()
+    (folder / "LA").rename(root / "LA")
+    (folder / MARKER).rename(root / MARKER)
+    shutil.rmtree(folder)
+    times = mtimes(root)
+    assert ensure_demo_corpus(root, seed=0, **SMALL) == folder
+    assert digest(folder) == before and mtimes(folder) == {
+        folder / p.relative_to(root): t for p, t in times.items()
+    }  # moved, not regenerated
+    assert (root / "LA").is_symlink() and not (root / MARKER).exists()
+    # an old-layout corpus of other settings is replaced
+    (root / "LA").unlink()
+    (folder / "LA").rename(root / "LA")
+    (root / MARKER).write_text("{}")
+    shutil.rmtree(folder)
+    assert ensure_demo_corpus(root, seed=0, **SMALL) == folder and digest(folder) == before
 
 
 def test_refuses_to_overwrite_a_directory_it_did_not_write(tmp_path: Path) -> None:
@@ -139,10 +211,19 @@ def test_demo_corpus_generates_once_on_first_load(tmp_path: Path) -> None:
     assert corpus.name == "demo" and not root.exists()
     rows = corpus.load("dev")
     assert len(rows) == 5 and all(Path(r.path).is_file() for r in rows)
+    assert corpus.root == demo_corpus_dir(root, seed=0, **SMALL) and corpus.cache_root == root
+    assert all(r.origin.startswith(f"{corpus.root}/LA/") for r in rows)
     before = mtimes(root)
-    assert len(DemoCorpus(root, seed=0, **SMALL).load("eval")) == 6
+    again = DemoCorpus(root, seed=0, **SMALL)
+    assert len(again.load("eval")) == 6
     assert mtimes(root) == before
     assert corpus.asv_score_file("eval") is None
+    fresh = DemoCorpus(tmp_path / "fresh", seed=0, **SMALL)  # source_files generates first
+    assert fresh.source_files("dev") == [
+        fresh.root / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.dev.trl.txt",
+        fresh.root / "LA" / "ASVspoof2019_LA_dev" / "flac",
+    ]
+    assert all(p.exists() for p in fresh.source_files("dev"))
 
 
 def test_corpus_config_instantiates_the_demo_corpus(tmp_path: Path) -> None:

@@ -33,13 +33,25 @@ distributions for both classes. What is left to learn are the attacks' artefacts
 incoherence, jitter-free or buzzy excitation, phasiness, smeared harmonics.
 
 Generation is deterministic: every utterance draws from its own ``numpy`` generator seeded by
-``(seed, split, class/attack, index)``. A marker file written last records the version, seed and
-sizes; :func:`ensure_demo_corpus` regenerates whenever the marker is absent or different.
+``(seed, split, class/attack, index)``.
+
+The cache (``root``, e.g. ``~/.cache/deepfake-detect/demo_la``) holds one folder per setting, so
+that generating with another seed or size never touches files a running job reads::
+
+    root/.lock                    serialises generation across processes (DDP ranks, parallel jobs)
+    root/<version>-seed<N>-<hash>/   one complete corpus: LA/..., .complete (marker: version, seed,
+                                  sizes), .in_use (shared locks of the processes using it)
+    root/LA -> <folder>/LA        the most recently ensured corpus (``ASVspoof2019(root)`` reads it)
+
+A corpus is generated into ``root/.tmp-*`` and renamed into place when complete. A process that
+gets a corpus from :func:`ensure_demo_corpus` holds a shared lock on its ``.in_use`` until it
+exits; generation deletes only the other corpora no process holds.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +59,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import soundfile as sf
@@ -61,7 +74,10 @@ DEMO_VERSION = "demo-la-2"
 """Bump whenever the generated audio changes, so cached corpora are regenerated."""
 MARKER = ".complete"
 OWNER = ".demo_corpus"
-"""Written before anything else: proves a root was made by this module, so it may be wiped."""
+"""Written before anything else: proves a folder was made by this module, so it may be wiped."""
+IN_USE = ".in_use"
+"""Each process using a corpus folder holds a shared ``flock`` on this file until it exits."""
+TMP_PREFIX = ".tmp-"
 
 SPLITS = ("train", "dev", "eval")
 SPLIT_LETTER = {"train": "T", "dev": "D", "eval": "E"}
@@ -722,44 +738,38 @@ def _write_split(
     return [rows[i] for i in order]
 
 
-def generate_demo_corpus(root: str | Path, seed: int = 0, **sizes: int) -> Path:
-    """Write the demo corpus under ``root`` (replacing an earlier demo corpus there).
-
-    ``sizes`` override :class:`DemoSizes` fields (``train_bonafide=12``, ...). Returns ``root``.
-    The marker that :func:`ensure_demo_corpus` checks is written last, so an interrupted run is
-    regenerated next time.
-    """
-    root = Path(root).expanduser()
-    demo_sizes = DemoSizes(**sizes)
-    root.mkdir(parents=True, exist_ok=True)
-    marker = root / MARKER
-    owner = root / OWNER
-    if (root / "LA").exists() and not owner.is_file():
-        raise CorpusError(
-            f"{root / 'LA'} exists but was not written by the demo corpus generator; "
-            "refusing to overwrite it (point the demo corpus `root` at an empty directory)"
-        )
-    marker.unlink(missing_ok=True)
-    owner.write_text("written by deepfake_detect.data.demo; safe to delete\n")
-    shutil.rmtree(root / "LA", ignore_errors=True)
-
-    speakers = _speakers(seed, demo_sizes)
+def _write_corpus(folder: Path, seed: int, sizes: DemoSizes) -> None:
+    """Write one complete corpus into the empty ``folder``; its marker goes last."""
+    folder.mkdir(parents=True)
+    (folder / OWNER).write_text("written by deepfake_detect.data.demo; safe to delete\n")
+    speakers = _speakers(seed, sizes)
     total = sum(
-        demo_sizes.bonafide(s) + demo_sizes.spoof_per_attack(s) * len(SPLIT_ATTACKS[s])
-        for s in SPLITS
+        sizes.bonafide(s) + sizes.spoof_per_attack(s) * len(SPLIT_ATTACKS[s]) for s in SPLITS
     )
     numbers = iter(int(i) for i in _file_numbers(seed, total))
-    protocol_dir = root / "LA" / "ASVspoof2019_LA_cm_protocols"
-    protocol_dir.mkdir(parents=True, exist_ok=True)
+    protocol_dir = folder / "LA" / "ASVspoof2019_LA_cm_protocols"
+    protocol_dir.mkdir(parents=True)
     for split in SPLITS:
-        rows = _write_split(root, seed, split, demo_sizes, speakers[split], numbers)
+        rows = _write_split(folder, seed, split, sizes, speakers[split], numbers)
         protocol = protocol_dir / f"ASVspoof2019.LA.cm.{PROTOCOL_SUFFIX[split]}.txt"
         protocol.write_text("\n".join(rows) + "\n")
+    (folder / MARKER).write_text(_marker_text(seed, sizes))
 
-    partial = marker.with_suffix(".tmp")
-    partial.write_text(_marker_text(seed, demo_sizes))
-    os.replace(partial, marker)
-    return root
+
+def demo_corpus_dir(root: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """The folder under ``root`` that holds the corpus of these settings (it may not exist yet)."""
+    marker = _marker_text(seed, DemoSizes(**sizes))
+    digest = hashlib.sha256(marker.encode()).hexdigest()[:12]
+    return Path(root).expanduser() / f"{DEMO_VERSION}-seed{seed}-{digest}"
+
+
+def _is_complete(folder: Path, seed: int, sizes: DemoSizes) -> bool:
+    marker = folder / MARKER
+    return marker.is_file() and marker.read_text() == _marker_text(seed, sizes)
+
+
+def is_demo_corpus_complete(root: str | Path, seed: int = 0, **sizes: int) -> bool:
+    return _is_complete(demo_corpus_dir(root, seed, **sizes), seed, DemoSizes(**sizes))
 
 
 @contextmanager
@@ -774,18 +784,113 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def is_demo_corpus_complete(root: str | Path, seed: int = 0, **sizes: int) -> bool:
-    marker = Path(root).expanduser() / MARKER
-    return marker.is_file() and marker.read_text() == _marker_text(seed, DemoSizes(**sizes))
+_HELD: dict[str, TextIO] = {}
+"""Corpus folders this process uses -> the open ``.in_use`` file it holds a shared lock on."""
+
+
+def _hold(folder: Path) -> None:
+    if str(folder) not in _HELD:
+        handle = open(folder / IN_USE, "a")  # closed when the process exits
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        _HELD[str(folder)] = handle
+
+
+def _claim(root: Path, folder: Path, seed: int, sizes: DemoSizes) -> None:
+    """Check that ``root`` is the demo cache (refuse anything else), and move a corpus of the
+    layout before per-setting folders (``root/LA`` a real folder) out of the way."""
+    link, owner = root / "LA", root / OWNER
+    if (link.exists() or link.is_symlink()) and not owner.is_file():
+        raise CorpusError(
+            f"{link} exists but was not written by the demo corpus generator; "
+            "refusing to overwrite it (point the demo corpus `root` at an empty directory)"
+        )
+    owner.write_text("written by deepfake_detect.data.demo; safe to delete\n")
+    if link.is_symlink() or not link.is_dir():
+        return
+    legacy = root / MARKER
+    if legacy.is_file() and legacy.read_text() == _marker_text(seed, sizes) and not folder.exists():
+        folder.mkdir()
+        (folder / OWNER).write_text(owner.read_text())
+        link.rename(folder / "LA")
+        legacy.rename(folder / MARKER)
+    else:
+        shutil.rmtree(link)
+        legacy.unlink(missing_ok=True)
+
+
+def _generate(root: Path, folder: Path, seed: int, sizes: DemoSizes) -> None:
+    """(Re)write ``folder`` whole: generated beside it, then renamed into place. A folder being
+    replaced (same settings, so the same bytes) keeps its ``.in_use`` and thus its holders."""
+    staging = root / f"{TMP_PREFIX}{folder.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    _write_corpus(staging, seed, sizes)
+    if not folder.exists():
+        staging.rename(folder)
+        return
+    old = root / f"{TMP_PREFIX}old-{folder.name}-{os.getpid()}"
+    folder.rename(old)
+    staging.rename(folder)
+    if (old / IN_USE).exists():
+        (old / IN_USE).rename(folder / IN_USE)
+    shutil.rmtree(old)
+
+
+def _point_link(root: Path, folder: Path) -> None:
+    """Make ``root/LA`` point at ``folder/LA`` (an atomic rename of a new link over the old)."""
+    link, target = root / "LA", Path(folder.name) / "LA"
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    staging = root / f"{TMP_PREFIX}LA-{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(target, target_is_directory=True)
+    os.replace(staging, link)
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Delete the other corpus folders that no process holds, and leftovers of interrupted
+    generations (only the holder of the root lock generates, so none is in progress)."""
+    for entry in sorted(root.iterdir()):
+        if entry == keep or entry.is_symlink() or not entry.is_dir():
+            continue
+        if entry.name.startswith(TMP_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        if not (entry / OWNER).is_file():
+            continue
+        with open(entry / IN_USE, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running process reads this corpus
+            shutil.rmtree(entry)
+
+
+def _provide(root: str | Path, seed: int, sizes: dict[str, int], regenerate: bool) -> Path:
+    root = Path(root).expanduser()
+    demo_sizes = DemoSizes(**sizes)
+    folder = demo_corpus_dir(root, seed, **sizes)
+    with _locked(root):
+        _claim(root, folder, seed, demo_sizes)
+        if regenerate or not _is_complete(folder, seed, demo_sizes):
+            _generate(root, folder, seed, demo_sizes)
+        _point_link(root, folder)
+        _hold(folder)
+        _prune(root, keep=folder)
+    return folder
+
+
+def generate_demo_corpus(root: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """(Re)generate the corpus of these settings under ``root``; return its folder.
+
+    ``sizes`` override :class:`DemoSizes` fields (``train_bonafide=12``, ...). The folder is
+    :func:`demo_corpus_dir`; ``root/LA`` then points at its ``LA/``. Corpora of other settings
+    are left alone while a process uses them.
+    """
+    return _provide(root, seed, sizes, regenerate=True)
 
 
 def ensure_demo_corpus(root: str | Path, seed: int = 0, **sizes: int) -> Path:
-    """Return ``root``, generating the corpus first unless a matching marker says it is there."""
-    root = Path(root).expanduser()
-    DemoSizes(**sizes)
-    if is_demo_corpus_complete(root, seed, **sizes):
-        return root
-    with _locked(root):
-        if not is_demo_corpus_complete(root, seed, **sizes):
-            generate_demo_corpus(root, seed, **sizes)
-    return root
+    """The folder holding the corpus of these settings under ``root``, generated first unless a
+    matching marker says it is complete. This process holds it (no other process deletes it)
+    until it exits; ``root/LA`` points at its ``LA/``."""
+    return _provide(root, seed, sizes, regenerate=False)

@@ -10,10 +10,13 @@ from deepfake_detect.data.manifest import Utterance
 
 
 class DemoCorpus(ASVspoof2019):
-    """:mod:`deepfake_detect.data.demo`'s corpus under ``root``, generated on the first
+    """:mod:`deepfake_detect.data.demo`'s corpus in the cache ``root``, generated on the first
     :meth:`load` (and again only when the seed, sizes or generator version change).
 
-    ``sizes`` are :class:`~deepfake_detect.data.demo.DemoSizes` fields, e.g. ``train_bonafide``.
+    Each setting has its own folder under ``root`` (:func:`~deepfake_detect.data.demo.
+    demo_corpus_dir`), which this corpus reads once :meth:`ensure` has run, so another job
+    generating other settings in the same cache never removes its files. ``sizes`` are
+    :class:`~deepfake_detect.data.demo.DemoSizes` fields, e.g. ``train_bonafide``.
     """
 
     def __init__(
@@ -21,21 +24,27 @@ class DemoCorpus(ASVspoof2019):
     ) -> None:
         super().__init__(root, track="LA", missing_audio=missing_audio)
         self.name = "demo"
+        self.cache_root = self.root
         self.seed = seed
         self.sizes = dict(sizes)
         DemoSizes(**self.sizes)
         self._ready = False
 
     def ensure(self) -> Path:
-        """Generate the corpus unless it is already there; return its root."""
+        """Generate the corpus unless it is already there; return its folder (the new root)."""
         if not self._ready:
-            ensure_demo_corpus(self.root, self.seed, **self.sizes)
+            self.root = ensure_demo_corpus(self.cache_root, self.seed, **self.sizes)
             self._ready = True
         return self.root
 
     def _rows(self, split: str) -> list[Utterance]:
         self.ensure()
         return super()._rows(split)
+
+    def source_files(self, split: str) -> list[Path]:
+        self._check_split(split)
+        self.ensure()
+        return super().source_files(split)
 
     def asv_score_file(self, split: str) -> Path | None:
         return None
