@@ -1,16 +1,25 @@
-"""train(cfg) and evaluate(cfg): build everything from a composed config, run, return metrics."""
+"""train(cfg) and evaluate(cfg): build everything from a composed config, run, return metrics.
+
+Test results are built here, once per test set, from the scores the module gathered
+(:func:`deepfake_detect.evaluation.record.build_result`); logging, ``metrics.json``, score
+files and reports are views of those records.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
+import socket
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -18,13 +27,30 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake_detect.data.preprocessing import Preprocessing, describe, resolve_preprocessing
+from deepfake_detect.evaluation.record import (
+    TestSetResult,
+    build_result,
+    logged_metrics,
+    provenance,
+)
 from deepfake_detect.evaluation.report import log_run_files, write_metrics, write_test_report
-from deepfake_detect.evaluation.scorefile import write_score_file
-from deepfake_detect.evaluation.summary import summarize_scores, summarize_test_set
+from deepfake_detect.evaluation.summary import summarize_scores
 from deepfake_detect.fusion import align_scores, build_fusion
-from deepfake_detect.models.module import SpoofDetector, logged_test_metrics
+from deepfake_detect.models.checkpoint import read_checkpoint
+from deepfake_detect.models.module import SpoofDetector, load_detector
 
 log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "evaluate_fusion", "load_detector", "train"]
+
+RUN_MARKER = ".run.json"
+"""Written into a run directory by the run that owns it (see :func:`claim_output_dir`)."""
+PREPROCESSING_KEYS = tuple(f.name for f in fields(Preprocessing))
+
+
+class OutputDirError(RuntimeError):
+    """A run directory that already belongs to another run."""
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -42,38 +68,123 @@ def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _build(cfg: DictConfig, model: SpoofDetector) -> tuple[Any, L.Trainer, list[Logger]]:
-    datamodule = instantiate(cfg.data)
-    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    model.score_dir = Path(cfg.paths.output_dir) / "scores"
-    return datamodule, trainer, loggers
-
-
 def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def claim_output_dir(out_dir: str | Path, ckpt_path: str | None = None) -> None:
+    """Make ``out_dir`` this run's, or refuse: two runs in one directory would mix their
+    checkpoints, logs and metrics. A run may reuse a directory only to resume from a
+    checkpoint inside it. The claim is atomic (two jobs started in the same second: one wins)."""
+    if not is_global_zero():
+        return
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / RUN_MARKER
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    resuming = (
+        ckpt_path is not None and Path(out_dir).resolve() in Path(ckpt_path).resolve().parents
+    )
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if not resuming:
+            try:
+                previous = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                previous = {}
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous.get("started", 0)))
+            raise OutputDirError(
+                f"{out_dir} already holds another run (pid {previous.get('pid', '?')} on "
+                f"{previous.get('host', '?')}, started {started}): give this run its own "
+                f"directory (hydra.run.dir=...), or resume that run with "
+                f"ckpt_path={out_dir}/checkpoints/last.ckpt"
+            ) from None
+        marker.write_text(json.dumps(owner))
+        return
+    with os.fdopen(fd, "w") as f:
+        json.dump(owner, f)
+
+
+def _loggers(cfg: DictConfig) -> list[Logger]:
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def _trainer(cfg: DictConfig, loggers: list[Logger]) -> L.Trainer:
+    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+# -- results ---------------------------------------------------------------------------------
+def build_results(
+    outputs: Mapping[str, Mapping[str, np.ndarray]], datamodule: Any, info: Mapping[str, Any]
+) -> list[TestSetResult]:
+    """One record per test set from the gathered outputs (index, scores, labels, flags)."""
+    results = []
+    for name, out in outputs.items():
+        rows_all = datamodule.test_sets[name]
+        rows = [rows_all[i] for i in out["index"]]
+        mask = datamodule.metric_mask(name)
+        counted = None if mask is None else [mask[i] for i in out["index"]]
+        result = build_result(
+            name,
+            rows,
+            out["scores"],
+            out["labels"],
+            out.get("flags"),
+            asv=datamodule.asv_scores(name),
+            counted=counted,
+            provenance=info,
+        )
+        for note in result.notes:
+            log.warning("%s: %s", name, note)
+        results.append(result)
+    return results
+
+
+def _log_results(loggers: list[Logger], metrics: Mapping[str, float], step: int) -> None:
+    for logger in loggers:
+        logger.log_metrics(dict(metrics), step=step)
+        logger.save()
+
+
 def _finish(
     cfg: DictConfig,
-    model: SpoofDetector | FusedSystem,
     datamodule: Any,
     loggers: list[Logger],
-    metrics: dict[str, float],
-) -> dict[str, float]:
+    metrics: dict[str, Any],
+    results: list[TestSetResult],
+    skipped: Mapping[str, int],
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
     if not is_global_zero():
         return metrics  # every process holds the gathered metrics; one writes them
     out_dir = Path(cfg.paths.output_dir)
-    skipped = {**model.skipped, **{f"scan {k}": v for k, v in datamodule.scan_skipped.items() if v}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = {
+        **skipped,
+        **{f"scan {k}": v for k, v in datamodule.scan_skipped.items() if v},
+        **{
+            f"missing_audio {k}": r["missing_audio"]
+            for k, r in datamodule.reports.items()
+            if r.get("missing_audio")
+        },
+    }
     if skipped:
-        log.warning("unusable audio skipped and counted: %s", skipped)
-    results = getattr(model, "test_results", None) or {}
-    write_metrics(out_dir / "metrics.json", metrics, results, skipped)
+        log.warning("unusable or missing audio skipped and counted: %s", skipped)
+    write_metrics(
+        out_dir / "metrics.json",
+        metrics,
+        results,
+        skipped,
+        provenance=dict(info),
+        data=datamodule.reports,
+    )
     if results:
-        table = write_test_report(out_dir, results, model.test_outputs)
+        table = write_test_report(out_dir, results)
         log.info("test results\n%s", table)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
@@ -81,15 +192,31 @@ def _finish(
     return metrics
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint (by ``val/eer``); returns every logged metric."""
+def _resume_path(cfg: DictConfig) -> str | None:
+    path = cfg.get("ckpt_path")
+    if path:
+        read_checkpoint(path, "checkpoint to resume from")  # one clear error if unusable
+    return path
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint (by ``val/eer``); returns every metric (the test
+    metrics in float64, from the result records)."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    resume = _resume_path(cfg)
+    claim_output_dir(cfg.paths.output_dir, resume)
     model: SpoofDetector = instantiate(cfg.model)
-    datamodule, trainer, loggers = _build(cfg, model)
+    datamodule = instantiate(cfg.data)
+    model.set_preprocessing(datamodule.preprocessing)
+    log.info("preprocessing: %s", describe(datamodule.preprocessing))
+    loggers = _loggers(cfg)
+    trainer = _trainer(cfg, loggers)
+    info = provenance(cfg)
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = _floats(trainer.callback_metrics)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    metrics: dict[str, Any] = _floats(trainer.callback_metrics)
+    results: list[TestSetResult] = []
     if cfg.get("test", True):
         checkpoint = next(
             (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
@@ -97,122 +224,153 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = checkpoint.best_model_path if checkpoint else ""
         if not best:
             log.warning("no best checkpoint: testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics.update(_floats(trainer.callback_metrics))
-        metrics["best_checkpoint"] = best  # type: ignore[assignment]
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        info = {**info, "checkpoint": best or "last weights"}
+        results = build_results(model.test_outputs, datamodule, info)
+        tested = logged_metrics(results)
+        _log_results(loggers, tested, trainer.global_step)
+        metrics.update(tested)
+        metrics["best_checkpoint"] = best
         if "test/eer" in metrics and is_global_zero():
             print(f"test EER: {100 * metrics['test/eer']:.2f}%  (checkpoint: {best or 'last'})")
-    return _finish(cfg, model, datamodule, loggers, metrics)
+    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info)
 
 
-def load_detector(ckpt_path: str | Path) -> SpoofDetector:
-    """Rebuild a trained detector from its checkpoint alone (no download: the architecture
-    is stored in the checkpoint's hyper-parameters, the weights in its state dict)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (check ckpt_path)")
-    return SpoofDetector.load_from_checkpoint(path, map_location="cpu")
+# -- evaluation ------------------------------------------------------------------------------
+def _requested_preprocessing(cfg: DictConfig) -> dict[str, Any]:
+    return {key: cfg.data.get(key) for key in PREPROCESSING_KEYS if key in cfg.data}
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Score ``cfg.ckpt_path`` on the data config's test sets; write scores, metrics, report.
-    With ``fusion.ckpt_paths`` set, the fused system of those checkpoints is evaluated instead
-    (see ``evaluate_fusion``)."""
+def _check_eval_config(cfg: DictConfig) -> None:
+    if cfg.get("model") is not None:
+        raise ValueError(
+            "eval.py takes the model from the checkpoint (its architecture and preprocessing "
+            "are stored in it): drop the model override (+model=...)"
+        )
+
+
+def _eval_datamodule(cfg: DictConfig, preprocessing: Preprocessing) -> Any:
+    data = {key: getattr(preprocessing, key) for key in PREPROCESSING_KEYS}
+    return instantiate(cfg.data, **data)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.ckpt_path`` on the data config's test sets with the preprocessing stored in
+    the checkpoint; write scores, metrics, report. With ``fusion.ckpt_paths`` set, the fused
+    system of those checkpoints is evaluated instead (see ``evaluate_fusion``)."""
+    _check_eval_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     fusion = cfg.get("fusion")
     if fusion and fusion.get("ckpt_paths"):
         return evaluate_fusion(cfg)
     model = load_detector(cfg.ckpt_path)
-    datamodule, trainer, loggers = _build(cfg, model)
+    preprocessing = resolve_preprocessing(
+        model.preprocessing,
+        _requested_preprocessing(cfg),
+        override=bool(cfg.get("override_preprocessing", False)),
+        what=f"checkpoint {cfg.ckpt_path}",
+    )
+    model.set_preprocessing(preprocessing)
+    claim_output_dir(cfg.paths.output_dir)
+    log.info("preprocessing: %s", describe(preprocessing))
+    datamodule = _eval_datamodule(cfg, preprocessing)
+    loggers = _loggers(cfg)
+    trainer = _trainer(cfg, loggers)
     trainer.test(model, datamodule=datamodule)
-    metrics = _floats(trainer.callback_metrics)
+    info = {
+        **provenance(cfg),
+        "checkpoint": str(cfg.ckpt_path),
+        "model": {"net": model.hparams.net.get("_target_"), "loss": model.hparams.get("loss")},
+        "preprocessing": preprocessing.to_dict(),
+    }
+    results = build_results(model.test_outputs, datamodule, info)
+    metrics: dict[str, Any] = logged_metrics(results)
+    _log_results(loggers, metrics, 0)
     if "test/eer" in metrics and is_global_zero():
         print(f"test EER: {100 * metrics['test/eer']:.2f}%")
-    return _finish(cfg, model, datamodule, loggers, metrics)
-
-
-@dataclass
-class FusedSystem:
-    """The test results of a fused system, shaped like a tested ``SpoofDetector``'s."""
-
-    test_results: dict[str, dict[str, float]] = field(default_factory=dict)
-    test_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
+    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info)
 
 
 def _score_systems(
-    paths: list[str], datamodule: Any, trainer: L.Trainer, fused: FusedSystem
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each checkpoint's gathered dev outputs, test outputs (per test set) and own EERs."""
+    models: list[SpoofDetector], paths: list[str], datamodule: Any, trainer: L.Trainer
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """Each system's gathered dev outputs, test outputs (per test set) and own EERs."""
     dev_outputs, test_outputs, systems = [], [], []
-    for path in paths:
-        model = load_detector(path)
+    skipped: dict[str, int] = {}
+    for path, model in zip(paths, models, strict=True):
         trainer.validate(model, datamodule=datamodule, verbose=False)
         trainer.test(model, datamodule=datamodule, verbose=False)
         dev_outputs.append(model.val_outputs)
         test_outputs.append(model.test_outputs)
         for stage, count in model.skipped.items():  # the same files for every system
-            fused.skipped[stage] = max(fused.skipped.get(stage, 0), count)
+            skipped[stage] = max(skipped.get(stage, 0), count)
         dev = model.val_outputs
+        own = build_results(model.test_outputs, datamodule, {})
         systems.append(
             {
                 "ckpt_path": path,
                 "dev_eer": summarize_scores(dev["scores"], dev["labels"]).get("eer"),
-                "test_eer": {name: r.get("eer") for name, r in model.test_results.items()},
+                "test_eer": {r.name: r.metrics.get("eer") for r in own},
             }
         )
-    return dev_outputs, test_outputs, systems
+    return dev_outputs, test_outputs, systems, skipped
 
 
-def evaluate_fusion(cfg: DictConfig) -> dict[str, float]:
+def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
     """Score every checkpoint of ``fusion.ckpt_paths`` on the data config's ``val`` selection
     (the dev set) and test sets, fit ``fusion.method`` on the dev scores, and evaluate the fused
     scores like a single model's: score files, metrics, report, plus ``fusion.json`` (the fitted
-    parameters and every system's own EERs) in the run directory."""
+    parameters and every system's own EERs) in the run directory. Each system scores with its
+    own stored preprocessing; they must share the sample rate (the data is read once)."""
     options = OmegaConf.to_container(cfg.fusion, resolve=True)
     paths = [str(p) for p in options.pop("ckpt_paths")]
     method = options.pop("method", "logistic")
     fusion = build_fusion(method, **(options if method == "logistic" else {}))
-    datamodule = instantiate(cfg.data)
+    requested = _requested_preprocessing(cfg)
+    override = bool(cfg.get("override_preprocessing", False))
+    models = []
+    for path in paths:
+        model = load_detector(path)
+        what = f"checkpoint {path}"
+        model.set_preprocessing(
+            resolve_preprocessing(model.preprocessing, requested, override, what)
+        )
+        models.append(model)
+    rates = {p: m.preprocessing.sample_rate for p, m in zip(paths, models, strict=True)}
+    if len(set(rates.values())) > 1:
+        raise ValueError(f"fused systems must share a sample rate; they take {rates}")
+    claim_output_dir(cfg.paths.output_dir)
+    datamodule = _eval_datamodule(cfg, models[0].preprocessing)
     if not datamodule.val_specs:
         raise ValueError("fusion is fitted on the dev set: set data.val=corpus:split")
-    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    loggers = _loggers(cfg)
     # scores the systems; only the fused system's metrics are logged
     scorer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    fused = FusedSystem()
-    dev_outputs, test_outputs, systems = _score_systems(paths, datamodule, scorer, fused)
+    dev_outputs, test_outputs, systems, skipped = _score_systems(models, paths, datamodule, scorer)
 
     _, dev_scores, dev_labels = align_scores(dev_outputs)
     fusion.fit(dev_scores, dev_labels)
-    out_dir = Path(cfg.paths.output_dir)
-    metrics: dict[str, float] = {}
-    for i, name in enumerate(test_outputs[0]):
+    fused_outputs = {}
+    for name in test_outputs[0]:
         index, scores, labels = align_scores([outputs[name] for outputs in test_outputs])
-        rows, asv = test_outputs[0][name]["rows"], test_outputs[0][name]["asv"]
-        fused_scores = fusion(scores)
-        results = summarize_test_set(fused_scores, labels, rows, asv)
-        fused.test_results[name] = results
-        fused.test_outputs[name] = {
+        flags = np.bitwise_or.reduce([outputs[name]["flags"] for outputs in test_outputs])
+        fused_outputs[name] = {
             "index": index,
-            "scores": fused_scores,
+            "scores": fusion(scores),
             "labels": labels,
-            "rows": rows,
-            "asv": asv,
+            "flags": flags,
         }
-        metrics.update(_floats(logged_test_metrics(name, results, first=i == 0)))
-        if scorer.is_global_zero:
-            write_score_file(out_dir / "scores" / f"{name}.tsv", rows, fused_scores)
+    info = {**provenance(cfg), "fusion": method, "checkpoints": paths}
+    results = build_results(fused_outputs, datamodule, info)
+    metrics: dict[str, Any] = logged_metrics(results)
     if scorer.is_global_zero:
+        out_dir = Path(cfg.paths.output_dir)
         dev_eer = summarize_scores(fusion(dev_scores), dev_labels).get("eer")
         payload = {"fusion": fusion.state_dict(), "dev_eer": dev_eer, "systems": systems}
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "fusion.json").write_text(json.dumps(payload, indent=2))
-    for logger in loggers:
-        logger.log_metrics(metrics)
-        logger.save()
+    _log_results(loggers, metrics, 0)
     if "test/eer" in metrics:
         print(f"test EER: {100 * metrics['test/eer']:.2f}%  ({method} fusion of {len(paths)})")
-    return _finish(cfg, fused, datamodule, loggers, metrics)
+    return _finish(cfg, datamodule, loggers, metrics, results, skipped, info)

@@ -13,56 +13,38 @@ from conftest import TINY_SIZES, la_data_overrides, tone, write_la_corpus
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from deepfake_detect.data.audio import AudioError, load_waveform, preprocess
+from deepfake_detect.data.audio import AudioError, load_mono
 from deepfake_detect.data.corpora.asvspoof2019 import ASVspoof2019
-from deepfake_detect.data.dataset import SpoofDataset, collate_waveforms, fit_length
+from deepfake_detect.data.dataset import SpoofDataset, collate_waveforms
 from deepfake_detect.data.manifest import CorpusError, Utterance, read_manifest, write_manifest
+from deepfake_detect.data.preprocessing import crop_or_pad
 
-# -- preprocessing ------------------------------------------------------------------------------
-
-
-def test_preprocess_downmixes_resamples_and_normalises() -> None:
-    left = tone(1.0, rate=8000, seed=1)
-    stereo = np.stack([left, np.zeros_like(left)], axis=1)
-    wave = preprocess(stereo, 8000, target_rate=16000, normalize="zscore")
-    assert wave.shape == (16000,)
-    assert abs(float(wave.mean())) < 1e-4
-    assert float(wave.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
-    mono = preprocess(left, 8000, target_rate=16000, normalize="none")
-    # down-mixing averages the channels: half of the left channel
-    assert torch.allclose(preprocess(stereo, 8000, 16000, "none"), mono / 2, atol=1e-6)
-    peak = preprocess(left, 16000, normalize="peak")
-    assert float(peak.abs().max()) == pytest.approx(1.0, abs=1e-5)
+# -- the data side of preprocessing (the rest: tests/test_preprocessing.py) ---------------------
 
 
-@pytest.mark.parametrize(
-    ("samples", "message"),
-    [(np.zeros(0, np.float32), "empty"), (np.array([0.1, np.nan, 0.2], np.float32), "NaN")],
-)
-def test_preprocess_rejects_unusable_audio(samples: np.ndarray, message: str) -> None:
-    with pytest.raises(AudioError, match=message):
-        preprocess(samples, 16000, source="x.flac")
-
-
-def test_load_waveform_reports_corrupt_file(tmp_path: Path) -> None:
+def test_load_mono_reports_corrupt_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"fLaC not really")
     with pytest.raises(AudioError, match="bad.flac"):
-        load_waveform(str(bad))
+        load_mono(str(bad), 16000)
 
 
-def test_fit_length_crops_and_pads() -> None:
+def test_crop_or_pad_crops_and_pads() -> None:
     wave = torch.arange(10, dtype=torch.float)
-    assert torch.equal(fit_length(wave, 10, random_crop=True, pad="repeat"), wave)  # exact length
-    assert torch.equal(fit_length(wave, 4, random_crop=False, pad="repeat"), wave[:4])
-    for _ in range(20):
-        crop = fit_length(wave, 4, random_crop=True, pad="repeat")
+    rng = np.random.default_rng(0)
+    assert torch.equal(crop_or_pad(wave, 10, rng, pad="repeat"), wave)  # exact length
+    assert torch.equal(crop_or_pad(wave, 4, None, pad="repeat"), wave[:4])
+    starts = set()
+    for _ in range(40):
+        crop = crop_or_pad(wave, 4, rng, pad="repeat")
         start = int(crop[0])
+        starts.add(start)
         assert torch.equal(crop, wave[start : start + 4])
-    assert fit_length(wave, 25, False, "repeat").tolist() == (list(range(10)) * 3)[:25]
-    assert fit_length(wave, 12, False, "zero").tolist() == list(range(10)) + [0, 0]
-    assert fit_length(wave, 12, False, "none").shape == (10,)
-    assert fit_length(wave, None, False, "none").shape == (10,)
+    assert starts == set(range(7))  # every window is reachable
+    assert crop_or_pad(wave, 25, None, "repeat").tolist() == (list(range(10)) * 3)[:25]
+    assert crop_or_pad(wave, 12, None, "zero").tolist() == list(range(10)) + [0, 0]
+    assert crop_or_pad(wave, 12, None, "none").shape == (10,)
+    assert crop_or_pad(wave, None, None, "none").shape == (10,)
 
 
 def test_collate_pads_keeps_lengths_and_sets_bad_items_aside() -> None:
@@ -78,6 +60,7 @@ def test_collate_pads_keeps_lengths_and_sets_bad_items_aside() -> None:
     assert batch["label"].tolist() == [1, 0]
     assert batch["index"].tolist() == [0, 2]
     assert batch["skipped"] == [(1, "broken")]
+    assert batch["silent"].tolist() == [False, False]
 
 
 def test_dataset_policy_on_nan_audio(tmp_path: Path) -> None:
@@ -297,7 +280,7 @@ def test_training_on_a_weighted_mix_of_corpora(compose_cfg, tiny_la: Path, tmp_p
     assert float(weights[36:].sum() / weights.sum()) == pytest.approx(0.75)
     # classes as drawn: 1/3 bona fide of a quarter, 1/2 of three quarters = 11/24 bona fide
     assert dm.class_weights == pytest.approx([1 / (2 * 13 / 24), 1 / (2 * 11 / 24)])
-    drawn = torch.tensor(list(iter(dm.train_dataloader().sampler)))
+    drawn = torch.tensor([index for index, _ in dm.train_dataloader().sampler])
     assert 0.65 < float((drawn >= 36).float().mean()) < 0.85
     with pytest.raises(
         InstantiationException, match="one positive weight per data.train selection"

@@ -13,17 +13,14 @@ import numpy as np
 import pytest
 
 from deepfake_detect.data.manifest import Utterance
+from deepfake_detect.evaluation.record import build_result
 from deepfake_detect.evaluation.report import (
     BENCHMARK_FIELDS,
     log_run_files,
     write_test_report,
 )
 from deepfake_detect.evaluation.scorefile import read_asvspoof_scores
-from deepfake_detect.evaluation.summary import (
-    breakdown_columns,
-    metric_key_part,
-    summarize_test_set,
-)
+from deepfake_detect.evaluation.summary import breakdown_columns, metric_key_part
 from deepfake_detect.metrics import (
     compute_act_dcf,
     compute_cllr,
@@ -33,6 +30,11 @@ from deepfake_detect.metrics import (
 )
 
 BONA, SPOOF = 1, 0
+
+
+def summarize_test_set(scores, labels, rows, asv=None) -> dict[str, float]:
+    """A set's metrics, as its result record holds them."""
+    return build_result("set", rows, scores, labels, asv=asv).metrics
 
 
 def utt(utt_id: str, label: str, attack: str = "-", **extra: str) -> Utterance:
@@ -172,11 +174,9 @@ def report_run(tmp_path: Path) -> tuple[Path, dict, dict, str]:
     bona_only = [utt("c_0", "bonafide"), utt("c_1", "bonafide")]
     outputs["bona_only"] = {"index": np.arange(2), "scores": np.array([0.3, 1.2]),
                             "labels": np.array([1, 1]), "rows": bona_only, "asv": None}  # fmt: skip
-    results = {
-        name: summarize_test_set(o["scores"], o["labels"], o["rows"]) for name, o in outputs.items()
-    }
-    table = write_test_report(tmp_path, results, outputs)
-    return tmp_path, results, outputs, table
+    records = [build_result(n, o["rows"], o["scores"], o["labels"]) for n, o in outputs.items()]
+    table = write_test_report(tmp_path, records)
+    return tmp_path, {r.name: r.metrics for r in records}, outputs, table
 
 
 def test_benchmark_files_have_one_row_per_set(report_run) -> None:
@@ -261,10 +261,9 @@ def test_challenge_score_files_read_back_to_the_scores(report_run) -> None:
 
 def test_ids_with_whitespace_get_no_challenge_files(tmp_path: Path, caplog) -> None:
     rows = [utt("my file", "bonafide"), utt("other", "spoof", "A01")]
-    outputs = {"odd": {"scores": np.array([1.0, -1.0]), "labels": np.array([1, 0]), "rows": rows}}
-    results = {"odd": summarize_test_set(outputs["odd"]["scores"], np.array([1, 0]), rows)}
+    record = build_result("odd", rows, np.array([1.0, -1.0]), np.array([1, 0]))
     with caplog.at_level(logging.WARNING):
-        write_test_report(tmp_path, results, outputs)
+        write_test_report(tmp_path, [record])
     assert not list((tmp_path / "scores" / "asvspoof").glob("odd.*"))
     assert "whitespace" in caplog.text
     assert (tmp_path / "det_curves.png").is_file()

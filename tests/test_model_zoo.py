@@ -14,7 +14,7 @@ from deepfake_detect.models.aasist import AASIST
 from deepfake_detect.models.lcnn import LCNN
 from deepfake_detect.models.rawnet2 import RawNet2
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SAMPLE_RATE = 16000
 
 # Exact counts: AASIST and AASIST-L are the published numbers; RawNet2 is the ASVspoof 2021
@@ -25,11 +25,12 @@ MODELS = list(PARAMETERS)
 
 
 def build(name: str, **overrides: object) -> nn.Module:
-    args = [f"net.{key}={value}" for key, value in overrides.items()]
-    with initialize_config_dir(config_dir=str(MODEL_CONFIG_DIR), version_base=None):
-        config = compose(config_name=name, overrides=args)
+    """The net of ``model=<name>`` as the real train config composes it."""
+    args = [f"model.net.{key}={value}" for key, value in overrides.items()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        config = compose(config_name="train", overrides=["~experiment", f"model={name}", *args])
     torch.manual_seed(0)
-    return instantiate(config.net)
+    return instantiate(config.model.net)
 
 
 def count(model: nn.Module) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, la_data_overrides, tiny_la_overrides
+from conftest import ROOT, compose_config, la_data_overrides, tiny_la_overrides
 from omegaconf import open_dict
 
 from deepfake_detect.evaluation.scorefile import read_score_file
@@ -150,7 +150,9 @@ def test_damaged_file_found_mid_run_is_skipped_and_reported(compose_cfg, tmp_pat
     samples = tone(0.8)
     samples[5] = np.nan
     sf.write(victim, samples, 16000, format="WAV", subtype="FLOAT")  # header fine, samples not
-    cfg = compose_cfg(*tiny_la_overrides(root), "trainer.max_epochs=1", "data.bad_audio=skip")
+    # the header scan does not decode the middle of the file: found mid-run, skipped, counted
+    base = [*tiny_la_overrides(root), "trainer.max_epochs=1", "data.validate=header"]
+    cfg = compose_cfg(*base, "data.bad_audio=skip", "data.cache_dir=null")
     metrics = train(cfg)
     report = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert report["skipped"] == {"test": 1}
@@ -158,9 +160,17 @@ def test_damaged_file_found_mid_run_is_skipped_and_reported(compose_cfg, tmp_pat
     assert len(rows) == 23 and victim.stem not in {r["utt_id"] for r in rows}
     assert 0 <= metrics["test/eer"] <= 1
 
-    cfg = compose_cfg(*tiny_la_overrides(root), "trainer.max_epochs=1")  # bad_audio=fail
-    with pytest.raises(Exception, match=rf"NaN.*{victim.stem}.*data.bad_audio=skip"):
+    # the default scan (validate=auto) decodes evaluation selections: found before training
+    cfg = compose_config(tmp_path / "run2", *tiny_la_overrides(root), "data.bad_audio=skip")
+    train(cfg)
+    report = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert report["skipped"] == {"scan asvspoof2019_la:eval": 1}
+    assert report["data"]["asvspoof2019_la:eval"]["unusable_audio"] == 1
+
+    cfg = compose_config(tmp_path / "run3", *tiny_la_overrides(root))  # bad_audio=fail
+    with pytest.raises(Exception, match=rf"{victim.stem}.*NaN.*data.bad_audio=skip"):
         train(cfg)
+    assert not (tmp_path / "run3" / "checkpoints").exists()  # stopped before training
 
 
 def test_min_tdcf_reported_when_the_asv_scores_exist(compose_cfg, tmp_path: Path) -> None:

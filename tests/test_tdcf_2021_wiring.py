@@ -17,7 +17,7 @@ from deepfake_detect.data.corpora.asvspoof2019 import ASVspoof2019
 from deepfake_detect.data.corpora.asvspoof2021 import ASVspoof2021
 from deepfake_detect.data.datamodule import SpoofDataModule
 from deepfake_detect.data.manifest import LABEL_TO_INDEX, CorpusError
-from deepfake_detect.evaluation.summary import summarize_test_set
+from deepfake_detect.evaluation.record import build_result
 from deepfake_detect.metrics import compute_tdcf_2021, compute_tdcf_legacy
 
 CODECS = [("alaw", "ita_tx"), ("none", "loc_tx"), ("g722", "sin_tx"), ("gsm", "mad_tx")]
@@ -72,8 +72,8 @@ def test_asv_scores_are_read_and_restricted_to_the_subsets(tmp_path: Path) -> No
     for key in ASV_MEANS:
         assert asv[key].dtype == np.float64
         np.testing.assert_array_equal(asv[key], written["eval"][key])
-    every = ASVspoof2021(tmp_path, subsets=None).asv_scores("eval")
-    both = ASVspoof2021(tmp_path, subsets=["progress", "eval"]).asv_scores("eval")
+    every = ASVspoof2021(tmp_path, metric_subsets=None).asv_scores("eval")
+    both = ASVspoof2021(tmp_path, metric_subsets=["progress", "eval"]).asv_scores("eval")
     for key in ASV_MEANS:
         assert sorted(every[key]) == sorted(written["eval"][key] + written["progress"][key])
         np.testing.assert_array_equal(every[key], both[key])
@@ -83,13 +83,14 @@ def test_no_asv_files_no_tdcf(tmp_path: Path) -> None:
     make_la_keys(tmp_path, with_asv=False)
     corpus = ASVspoof2021(tmp_path)
     assert corpus.asv_scores("eval") is None
-    assert len(corpus.load("eval")) == 18  # the CM side is unaffected
+    rows = corpus.load("eval")  # the CM side is unaffected: every trial, eval ones counted
+    assert len(rows) == 24 and sum(corpus.metric_mask("eval", rows)) == 18
     (tmp_path / "keys" / "LA" / "ASV").mkdir()
     write(tmp_path / "keys" / "LA" / "ASV" / "trial_metadata.txt", ["x"])  # keys, no scores
     assert corpus.asv_scores("eval") is None
     # a subset the ASV keys do not hold: no t-DCF rather than one over other trials
     make_la_keys(tmp_path / "other")
-    assert ASVspoof2021(tmp_path / "other", subsets=["hidden"]).asv_scores("eval") is None
+    assert ASVspoof2021(tmp_path / "other", metric_subsets=["hidden"]).asv_scores("eval") is None
 
 
 def test_asv_files_found_in_the_unpacked_package_and_by_setting(tmp_path: Path) -> None:
@@ -127,21 +128,31 @@ def test_mismatched_asv_score_file_is_an_error(tmp_path: Path) -> None:
         ASVspoof2021(tmp_path).asv_scores("eval")
 
 
+def summarize_test_set(scores, labels, rows, asv=None) -> dict[str, float]:
+    return build_result("t", rows, scores, labels, asv=asv).metrics
+
+
 def test_summary_uses_the_2021_tdcf(tmp_path: Path) -> None:
     make_la_keys(tmp_path)
     corpus = ASVspoof2021(tmp_path)
-    rows = corpus.load("eval")
     asv = corpus.asv_scores("eval")
-    labels = np.array([LABEL_TO_INDEX[row.label] for row in rows])
-    bona = labels == LABEL_TO_INDEX["bonafide"]
-    scores = np.random.default_rng(1).normal(0, 1, len(rows)) + np.where(bona, 1.0, -1.0)
-    metrics = summarize_test_set(scores, labels, rows, asv)
+    all_rows = corpus.load("eval")  # every trial of the keys is scored...
+    all_labels = np.array([LABEL_TO_INDEX[row.label] for row in all_rows])
+    is_bona = all_labels == LABEL_TO_INDEX["bonafide"]
+    all_scores = np.random.default_rng(1).normal(0, 1, len(all_rows)) + np.where(is_bona, 1, -1)
+    counted = np.array(corpus.metric_mask("eval", all_rows))  # ...the eval subset is counted
+    result = build_result("la21", all_rows, all_scores, all_labels, asv=asv, counted=counted)
+    metrics = result.metrics
+    assert metrics["n_bonafide"] + metrics["n_spoof"] == counted.sum() < len(all_rows)
+    rows = [row for row, keep in zip(all_rows, counted, strict=True) if keep]
+    scores, labels, bona = all_scores[counted], all_labels[counted], is_bona[counted]
     asv_arrays = (asv["target"], asv["nontarget"], asv["spoof"])
     revised = compute_tdcf_2021(scores[bona], scores[~bona], *asv_arrays)[0]
     legacy = compute_tdcf_legacy(scores[bona], scores[~bona], *asv_arrays)[0]
     assert metrics["min_tdcf"] == pytest.approx(revised, abs=1e-12)
     assert abs(revised - legacy) > 1e-3
     as_2019 = summarize_test_set(scores, labels, rows, {**asv, "tdcf": "2019"})
+    assert metrics["eer"] == as_2019["eer"]
     assert as_2019["min_tdcf"] == pytest.approx(legacy, abs=1e-12)
     without_tag = {key: asv[key] for key in ASV_MEANS}  # a bare dict: the 2019 t-DCF
     assert summarize_test_set(scores, labels, rows, without_tag)["min_tdcf"] == as_2019["min_tdcf"]

@@ -104,7 +104,9 @@ def test_layer_weights_train_while_the_frozen_encoder_stays_fixed(head: str) -> 
     before, weights = encoder_state(net), net.layer_weights.detach().clone()
     optimizer = model.configure_optimizers()["optimizer"]
     model.train()
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 6000)), torch.tensor([0, 1] * 2))
+    loss = torch.nn.functional.cross_entropy(
+        model.scorer.outputs(torch.randn(4, 6000))[1], torch.tensor([0, 1] * 2)
+    )
     loss.backward()
     optimizer.step()
     assert net.layer_weights.grad is not None and net.layer_weights.grad.abs().sum() > 0
@@ -374,6 +376,7 @@ def test_new_configs_compose(compose_cfg, tmp_path: Path) -> None:
         "model_checkpoint",
         "last_checkpoint",
         "early_stopping",
+        "rng_state",
         "staged_unfreeze",
     }
     assert isinstance(instantiate(callbacks.staged_unfreeze), StagedUnfreeze)

@@ -31,7 +31,9 @@ def one_step(model: SpoofDetector) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     wave = torch.randn(4, 8000)
-    loss = torch.nn.functional.cross_entropy(model(wave), torch.tensor([0, 1, 0, 1]))
+    loss = torch.nn.functional.cross_entropy(
+        model.scorer.outputs(wave)[1], torch.tensor([0, 1, 0, 1])
+    )
     loss.backward()
     optimizer.step()
     return before
@@ -48,10 +50,10 @@ def changed(model: SpoofDetector, before: dict[str, torch.Tensor], prefix: str) 
 def test_frozen_encoder_gets_no_gradient_and_stays_unchanged() -> None:
     model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="all")
     before = one_step(model)
-    encoder = [p for n, p in model.named_parameters() if n.startswith("net.encoder.")]
+    encoder = [p for n, p in model.named_parameters() if n.startswith("scorer.net.encoder.")]
     assert encoder and all(p.grad is None and not p.requires_grad for p in encoder)
-    assert not any(changed(model, before, "net.encoder."))
-    assert all(changed(model, before, "net.head."))
+    assert not any(changed(model, before, "scorer.net.encoder."))
+    assert all(changed(model, before, "scorer.net.head."))
     # the encoder stays in eval mode (no dropout) while the module trains
     assert model.training and not model.net.encoder.training
 
@@ -67,16 +69,16 @@ def test_frozen_encoder_builds_no_autograd_graph() -> None:
 def test_feature_encoder_freeze_trains_only_the_transformer() -> None:
     model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="feature_encoder")
     before = one_step(model)
-    assert not any(changed(model, before, "net.encoder.feature_extractor."))
-    assert all(changed(model, before, "net.encoder.encoder.layers.0.attention."))
-    assert all(changed(model, before, "net.head."))
+    assert not any(changed(model, before, "scorer.net.encoder.feature_extractor."))
+    assert all(changed(model, before, "scorer.net.encoder.encoder.layers.0.attention."))
+    assert all(changed(model, before, "scorer.net.head."))
 
 
 def test_finetune_changes_the_whole_encoder() -> None:
     model = SpoofDetector(net=tiny_net(), optimizer=OPTIMIZER, freeze="none")
     before = one_step(model)
-    assert all(changed(model, before, "net.encoder.feature_extractor."))
-    assert all(changed(model, before, "net.encoder.encoder.layers."))
+    assert all(changed(model, before, "scorer.net.encoder.feature_extractor."))
+    assert all(changed(model, before, "scorer.net.encoder.encoder.layers."))
 
 
 def test_unknown_freeze_mode() -> None:

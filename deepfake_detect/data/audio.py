@@ -1,6 +1,9 @@
-"""Audio I/O and the one preprocessing function shared by training, evaluation and inference.
+"""Audio I/O: decoding whole files or seeking to a window, and the scan that checks every file of
+a selection before training starts.
 
-I/O goes through soundfile (torchaudio's loaders need FFmpeg); torchaudio only resamples.
+I/O goes through soundfile (torchaudio's loaders need FFmpeg); torchaudio only resamples. What
+happens to the samples afterwards is the preprocessing contract
+(:mod:`deepfake_detect.data.preprocessing`).
 """
 
 from __future__ import annotations
@@ -11,82 +14,78 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 from deepfake_detect.data.manifest import CorpusError, Utterance
+from deepfake_detect.data.preprocessing import resample, to_mono
 
-NORMALIZATIONS = ("zscore", "peak", "none")
+TAIL_FRAMES = 4096
+"""The header scan decodes this many frames at the end of every file: a truncated FLAC or WAV
+whose header promises more frames than it holds fails here instead of mid-epoch."""
 
 
 class AudioError(ValueError):
-    """An audio file that cannot be used: unreadable, empty, or with non-finite samples."""
+    """An audio file that cannot be used: unreadable, empty, truncated, or non-finite samples."""
 
 
 @dataclass
 class ScanReport:
-    """What the header scan found: files resampled or down-mixed, files that cannot be used."""
+    """What the scan found: files resampled or down-mixed, files that cannot be used."""
 
     resampled: int = 0
     downmixed: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
-    """(path, reason) of unreadable or empty files."""
+    """(path, reason) of unreadable, empty, truncated or non-finite files."""
 
 
-def read_audio(path: str) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 ``[frames, channels]`` and its sample rate."""
+def read_audio(path: str, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
+    """Decode ``frames`` frames from ``start`` (all: -1) to float32 ``[frames, channels]``; and
+    the file's sample rate. Seeking reads only the window, whatever the file's length."""
     try:
-        data, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+        data, sample_rate = sf.read(
+            path, start=start, frames=frames, dtype="float32", always_2d=True
+        )
     except Exception as exc:  # soundfile raises several types for corrupt files
         raise AudioError(f"cannot decode {path}: {exc}") from exc
     return data, sample_rate
 
 
-def preprocess(
-    samples: np.ndarray | torch.Tensor,
-    sample_rate: int,
-    target_rate: int = 16000,
-    normalize: str = "zscore",
-    source: str = "<array>",
+def load_mono(
+    path: str, target_rate: int, start: int = 0, frames: int = -1, file_rate: int | None = None
 ) -> torch.Tensor:
-    """Raw decoded audio -> the mono float32 waveform every model sees.
-
-    ``samples`` is ``[frames]`` or ``[frames, channels]``. Steps: down-mix to mono, resample to
-    ``target_rate``, reject empty / non-finite audio, normalise (``zscore``: zero mean, unit
-    variance, as Wav2Vec2's feature extractor does; ``peak``: max |x| = 1; ``none``).
-    """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    wave = torch.as_tensor(samples, dtype=torch.float32)
-    if wave.ndim == 2:
-        wave = wave.mean(dim=1)
-    elif wave.ndim != 1:
-        raise AudioError(f"{source}: expected [frames] or [frames, channels], got {wave.shape}")
+    """Decode (a window of) a file, down-mix to mono, check it, resample to ``target_rate``."""
+    data, rate = read_audio(path, start, frames)
+    if file_rate is not None and rate != file_rate:
+        raise AudioError(f"{path}: sample rate {rate} Hz, but the manifest says {file_rate} Hz")
+    wave = to_mono(data)
     if wave.numel() == 0:
-        raise AudioError(f"{source}: empty audio")
+        raise AudioError(f"{path}: empty audio")
     if not torch.isfinite(wave).all():
-        raise AudioError(f"{source}: contains NaN or infinite samples")
-    if sample_rate != target_rate:
-        wave = AF.resample(wave, sample_rate, target_rate)
-    if normalize == "zscore":
-        wave = (wave - wave.mean()) / (wave.std(unbiased=False) + 1e-7)
-    elif normalize == "peak":
-        wave = wave / (wave.abs().max() + 1e-7)
-    return wave
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    return resample(wave, rate, target_rate)
 
 
-def load_waveform(path: str, target_rate: int = 16000, normalize: str = "zscore") -> torch.Tensor:
-    """Read a file and :func:`preprocess` it."""
-    data, sample_rate = read_audio(path)
-    return preprocess(data, sample_rate, target_rate, normalize, source=path)
+def _check_tail(path: str, frames: int) -> str | None:
+    """None when the last ``TAIL_FRAMES`` frames decode in full, else why not."""
+    tail = min(frames, TAIL_FRAMES)
+    try:
+        with sf.SoundFile(path) as f:
+            f.seek(frames - tail)
+            got = f.read(tail, dtype="float32", always_2d=True)
+    except Exception as exc:
+        return f"truncated or corrupt: its last {tail} frames cannot be decoded ({exc})"
+    if got.shape[0] < tail:
+        return f"truncated: the header promises {frames} frames, the data ends earlier"
+    if not np.isfinite(got).all():
+        return "contains NaN or infinite samples"
+    return None
 
 
-def scan_manifest(
-    rows: Sequence[Utterance], target_rate: int = 16000, decode: bool = False
-) -> ScanReport:
-    """Read every file's header (and with ``decode`` its samples) before training starts.
+def scan_manifest(rows: Sequence[Utterance], decode: bool = False) -> ScanReport:
+    """Check every file before training starts; collect unusable ones instead of raising.
 
-    Fills ``num_frames`` (at the file's own rate), ``sample_rate`` and ``channels`` on each row and
-    collects unusable files instead of raising, so the caller can name them all at once.
+    Reads every header and decodes every file's last block (truncation); with ``decode`` it
+    decodes every sample too (NaN anywhere). Fills ``num_frames`` (at the file's own rate),
+    ``sample_rate`` and ``channels`` on each row.
     """
     report = ScanReport()
     for row in rows:
@@ -99,14 +98,27 @@ def scan_manifest(
             report.bad.append((row.path, "empty (0 frames)"))
             continue
         row.num_frames, row.sample_rate, row.channels = info.frames, info.samplerate, info.channels
-        report.resampled += info.samplerate != target_rate
-        report.downmixed += info.channels > 1
-        if decode:
+        problem = _check_tail(row.path, info.frames)
+        if problem is None and decode:
             try:
-                load_waveform(row.path, target_rate, normalize="none")
+                data, _ = read_audio(row.path)
             except AudioError as exc:
-                report.bad.append((row.path, str(exc)))
+                problem = str(exc)
+            else:
+                if data.shape[0] < info.frames:
+                    problem = f"truncated: {data.shape[0]} of {info.frames} frames decode"
+                elif not np.isfinite(data).all():
+                    problem = "contains NaN or infinite samples"
+        if problem is not None:
+            report.bad.append((row.path, problem))
     return report
+
+
+def count_conversions(rows: Sequence[Utterance], target_rate: int) -> tuple[int, int]:
+    """How many scanned rows will be resampled and how many down-mixed."""
+    resampled = sum(1 for r in rows if r.sample_rate is not None and r.sample_rate != target_rate)
+    downmixed = sum(1 for r in rows if (r.channels or 1) > 1)
+    return resampled, downmixed
 
 
 def check_policy(policy: str) -> str:

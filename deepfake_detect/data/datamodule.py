@@ -14,10 +14,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
-from deepfake_detect.data.audio import check_policy, scan_manifest
-from deepfake_detect.data.corpora.base import Corpus, name_some
+from deepfake_detect.data.audio import check_policy, count_conversions
+from deepfake_detect.data.corpora.base import Corpus, check_unique_ids, name_some
 from deepfake_detect.data.dataset import (
     OrderedSampler,
     SpoofDataset,
@@ -31,11 +31,14 @@ from deepfake_detect.data.manifest import (
     class_counts,
     write_manifest,
 )
+from deepfake_detect.data.manifest_cache import SCAN_LEVELS, load_selection
+from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE, Preprocessing
+from deepfake_detect.data.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
 
 BALANCE_MODES = ("loss", "sampler", "none")
-VALIDATE_MODES = ("header", "decode", "none")
+VALIDATE_MODES = ("auto", *SCAN_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -87,19 +90,23 @@ class SpoofDataModule(L.LightningDataModule):
         train_weights: Sequence[float] | None = None,
         val: str | Sequence[str] | None = None,
         test: str | Sequence[str] | None = None,
-        sample_rate: int = 16000,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         max_len: int = 64000,
         train_pad: str = "repeat",
         eval_max_len: int | None = None,
         normalize: str = "zscore",
+        min_len: int = 1600,
+        max_eval_len: int | None = 480000,
+        transforms: Sequence[Any] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
         balance: str = "loss",
-        validate: str = "header",
+        validate: str = "auto",
         bad_audio: str = "fail",
         limit_per_set: int | None = None,
         manifest_dir: str | None = None,
+        cache_dir: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -120,11 +127,21 @@ class SpoofDataModule(L.LightningDataModule):
         self.val_specs = [SetSpec.parse(s) for s in _as_list(val)]
         self.test_specs = [SetSpec.parse(s) for s in _as_list(test)]
         self.test_names = test_set_names(self.test_specs)
-        self.sample_rate = sample_rate
-        self.max_len = max_len
-        self.train_pad = train_pad
-        self.eval_max_len = eval_max_len
-        self.normalize = normalize
+        self.preprocessing = Preprocessing(
+            sample_rate=sample_rate,
+            normalize=normalize,
+            max_len=max_len,
+            train_pad=train_pad,
+            eval_max_len=eval_max_len,
+            min_len=min_len,
+            max_eval_len=max_eval_len,
+        )
+        """The preprocessing contract (the model stores it; evaluation adopts the checkpoint's
+        through :meth:`set_preprocessing`)."""
+        self.transforms = [
+            instantiate(t) if isinstance(t, (Mapping, DictConfig)) else t for t in transforms or ()
+        ]
+        """Train-only waveform transforms (``WaveTransform``), applied in the loader workers."""
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -133,9 +150,12 @@ class SpoofDataModule(L.LightningDataModule):
         self.bad_audio = check_policy(bad_audio)
         self.limit_per_set = limit_per_set
         self.manifest_dir = Path(manifest_dir) if manifest_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed = seed
         self._corpora: dict[str, Corpus] = {}
         self._sets: dict[SetSpec, list[Utterance]] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        """Per selection: the corpus's counts (rows, missing audio) and the scan's."""
         self.train_rows: list[Utterance] = []
         self.val_rows: list[Utterance] = []
         self.test_sets: dict[str, list[Utterance]] = {}
@@ -161,57 +181,106 @@ class SpoofDataModule(L.LightningDataModule):
                 ) from exc
         return self._corpora[name]
 
+    def _corpus_config(self, name: str) -> dict[str, Any]:
+        cfg = self.corpus_configs[name]
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        return dict(cfg)
+
+    def _scan(self, spec: SetSpec) -> str:
+        """``auto``: decode every sample of evaluation selections (they are read whole at every
+        evaluation anyway, so NaN anywhere is found before training), and the header plus the
+        last block (truncation) of training selections."""
+        if self.validate != "auto":
+            return self.validate
+        return "header" if spec in self.train_specs else "decode"
+
     def rows(self, spec: SetSpec) -> list[Utterance]:
-        """The checked manifest of one selection (cached: fit and test share the scan)."""
+        """The checked manifest of one selection: read from the manifest cache (built on first
+        use), unusable files failed or skipped by ``bad_audio``, ``limit_per_set`` applied."""
         if spec not in self._sets:
-            rows = self.corpus(spec.corpus).load(spec.split)
+            corpus = self.corpus(spec.corpus)
+            manifest = load_selection(
+                corpus,
+                self._corpus_config(spec.corpus),
+                spec.split,
+                self.cache_dir,
+                self._scan(spec),
+            )
+            rows = manifest.rows
             if not rows:
                 raise CorpusError(f"{spec}: the selection is empty")
             if self.limit_per_set and len(rows) > self.limit_per_set:
                 keep = sorted(random.Random(self.seed).sample(range(len(rows)), self.limit_per_set))
                 rows = [rows[i] for i in keep]
-            self._sets[spec] = self._checked(spec, rows)
+            self._sets[spec] = self._checked(spec, rows, manifest.bad, manifest.report)
         return self._sets[spec]
 
-    def _checked(self, spec: SetSpec, rows: list[Utterance]) -> list[Utterance]:
-        if self.validate == "none":
-            return rows
-        report = scan_manifest(rows, self.sample_rate, decode=self.validate == "decode")
-        if report.resampled or report.downmixed:
+    def _checked(
+        self,
+        spec: SetSpec,
+        rows: list[Utterance],
+        bad: list[tuple[str, str]],
+        report: dict[str, Any],
+    ) -> list[Utterance]:
+        in_rows = {row.path for row in rows}
+        bad = [(path, reason) for path, reason in bad if path in in_rows]
+        missing = int(report.get("missing_audio", 0))
+        if missing:
+            log.warning(
+                "%s: %d protocol rows without audio dropped (missing_audio: skip): %s",
+                spec,
+                missing,
+                name_some(list(report.get("missing_examples", []))),
+            )
+        resampled, downmixed = count_conversions(rows, self.preprocessing.sample_rate)
+        if resampled or downmixed:
             log.info(
                 "%s: %d files will be resampled to %d Hz, %d down-mixed to mono",
                 spec,
-                report.resampled,
-                self.sample_rate,
-                report.downmixed,
+                resampled,
+                self.preprocessing.sample_rate,
+                downmixed,
             )
-        if report.bad:
-            described = [f"{path}: {reason}" for path, reason in report.bad]
+        if bad:
+            described = [f"{path}: {reason}" for path, reason in bad]
             if self.bad_audio == "fail":
                 raise CorpusError(
-                    f"{spec}: {len(report.bad)} unusable audio files: {name_some(described)}. "
+                    f"{spec}: {len(bad)} unusable audio files: {name_some(described)}. "
                     "Fix or remove them, or set data.bad_audio=skip to skip and count them."
                 )
-            log.warning(
-                "%s: skipping %d unusable files: %s", spec, len(report.bad), name_some(described)
-            )
-            bad = {path for path, _ in report.bad}
-            rows = [row for row in rows if row.path not in bad]
-        self.scan_skipped[str(spec)] = len(report.bad)
+            log.warning("%s: skipping %d unusable files: %s", spec, len(bad), name_some(described))
+            dropped = {path for path, _ in bad}
+            rows = [row for row in rows if row.path not in dropped]
+        self.scan_skipped[str(spec)] = len(bad)
+        self.reports[str(spec)] = {
+            "rows": len(rows),
+            "missing_audio": missing,
+            "missing_examples": list(report.get("missing_examples", [])),
+            "unlisted_audio": int(report.get("unlisted_audio", 0)),
+            "unusable_audio": len(bad),
+        }
         return rows
 
     def _gather(self, specs: Sequence[SetSpec]) -> list[Utterance]:
         return [row for spec in specs for row in self.rows(spec)]
 
+    def _specs(self, stage: str | None) -> list[SetSpec]:
+        if stage == "test":
+            return list(self.test_specs)
+        if stage == "validate":
+            return list(self.val_specs)
+        # fitting: every selection the run will use is checked before the first step
+        return list(dict.fromkeys([*self.train_specs, *self.val_specs, *self.test_specs]))
+
     def prepare_data(self) -> None:
-        # Runs on one process before the others set up: corpora that generate or fetch data
-        # (the demo corpus) do it here.
-        specs = {*self.test_specs}
+        # One process per node, before the others set up: corpora that generate data (the demo)
+        # do it here, and every selection's manifest is built, scanned and cached, so damaged
+        # files in any split stop the run (or are counted) before training starts.
         trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.state.fn != "test":
-            specs |= {*self.train_specs, *self.val_specs}
-        for spec in specs:
-            self.corpus(spec.corpus).load(spec.split)
+        stage = None if trainer is None else trainer.state.fn
+        for spec in self._specs(None if stage is None else str(stage.value)):
+            self.rows(spec)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate"):
@@ -219,14 +288,35 @@ class SpoofDataModule(L.LightningDataModule):
                 if not self.train_specs:
                     raise CorpusError("no training set: set data.train=corpus:split")
                 self.train_rows = self._gather(self.train_specs)
+                if len(self.train_specs) > 1:
+                    check_unique_ids(self.train_rows, "data.train")
                 counts = class_counts(self.train_rows)
                 if min(counts.values()) == 0:
                     raise CorpusError(f"training set has a class with no examples: {counts}")
             self.val_rows = self._gather(self.val_specs)
-        if stage in (None, "test"):
+        if stage in (None, "fit", "test"):
             pairs = zip(self.test_names, self.test_specs, strict=True)
             self.test_sets = {name: self.rows(spec) for name, spec in pairs}
         self._write_manifests()
+
+    def set_preprocessing(self, preprocessing: Preprocessing) -> None:
+        """Serve data under another contract (evaluation adopts the checkpoint's)."""
+        self.preprocessing = preprocessing
+
+    def stage_rows(self, stage: str, dataloader_idx: int = 0) -> list[Utterance] | None:
+        """The rows a stage's batch indices refer to (to name files in errors)."""
+        if stage == "train":
+            return self.train_rows
+        if stage == "val":
+            return self.val_rows
+        sets = list(self.test_sets.values())
+        return sets[dataloader_idx] if dataloader_idx < len(sets) else None
+
+    def metric_mask(self, test_name: str) -> list[bool] | None:
+        """Which rows of a test set its metrics count (None: all; see
+        :meth:`Corpus.metric_mask`)."""
+        spec = self.test_specs[self.test_names.index(test_name)]
+        return self.corpus(spec.corpus).metric_mask(spec.split, self.test_sets[test_name])
 
     def _write_manifests(self) -> None:
         if self.manifest_dir is None:
@@ -286,9 +376,8 @@ class SpoofDataModule(L.LightningDataModule):
     def _eval_loader(self, rows: list[Utterance]) -> DataLoader:
         dataset = SpoofDataset(
             rows,
-            self.sample_rate,
-            self.normalize,
-            self.eval_max_len,
+            self.preprocessing.sample_rate,
+            self.preprocessing.eval_max_len,
             random_crop=False,
             pad="none",
             bad_audio=self.bad_audio,
@@ -298,21 +387,23 @@ class SpoofDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        p = self.preprocessing
         dataset = SpoofDataset(
             self.train_rows,
-            self.sample_rate,
-            self.normalize,
-            self.max_len,
+            p.sample_rate,
+            p.max_len,
             random_crop=True,
-            pad=self.train_pad,
+            pad=p.train_pad,
             bad_audio=self.bad_audio,
+            transforms=self.transforms,
         )
         drop_last = len(dataset) > self.batch_size  # never drop the only batch of a tiny set
         weights = self.sampling_weights()
-        if weights is not None:
-            sampler = WeightedRandomSampler(weights, len(weights))  # seeded by seed_everything
-            return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=drop_last)
+        # keys (row, item seed) depend only on (seed, epoch): exact resume, any worker count
+        sampler = EpochSampler(
+            len(dataset), self.seed, weights=None if weights is None else weights.tolist()
+        )
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader(self.val_rows) if self.val_rows else []

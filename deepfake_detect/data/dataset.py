@@ -1,68 +1,96 @@
-"""The one Dataset: manifest rows -> preprocessed waveforms, cropped or padded, with lengths."""
+"""The one Dataset: manifest rows -> mono waveforms at the contract's rate, cropped or padded,
+with their lengths (the data side of :mod:`deepfake_detect.data.preprocessing`; normalisation
+happens in the scorer, on what the model sees)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deepfake_detect.data.audio import AudioError, check_policy, load_waveform
+from deepfake_detect.data.audio import AudioError, check_policy, load_mono
 from deepfake_detect.data.manifest import Utterance
+from deepfake_detect.data.preprocessing import (
+    DEFAULT_SAMPLE_RATE,
+    WaveTransform,
+    crop_or_pad,
+    frames_needed,
+    is_silent,
+)
 
-PAD_MODES = ("repeat", "zero", "none")
+ItemKey = int | tuple[int, int]
+"""What a sampler yields: a row index, or ``(row index, item seed)``; with a seed the item's
+random crop (and train-only transforms) draw from ``numpy.random.default_rng(seed)``, so they do
+not depend on the worker that loads the item or on the global RNG (exact resume)."""
+
+READ_MARGIN = 64
+"""Extra frames read after a seeked window when resampling (the resampled length can fall a
+sample short of the window)."""
 
 
-def fit_length(
-    wave: torch.Tensor, max_len: int | None, random_crop: bool, pad: str
-) -> torch.Tensor:
-    """Crop ``wave`` to ``max_len`` (random or leading window), then pad it up to ``max_len``
-    by tiling (``repeat``), with zeros (``zero``), or not at all (``none``)."""
-    if pad not in PAD_MODES:
-        raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
-    if max_len is None:
-        return wave
-    n = wave.shape[-1]
-    if n > max_len:
-        start = int(torch.randint(0, n - max_len + 1, (1,))) if random_crop else 0
-        return wave[start : start + max_len]
-    if n == max_len or pad == "none":
-        return wave
-    if pad == "repeat":
-        return wave.repeat((max_len + n - 1) // n)[:max_len]
-    return torch.nn.functional.pad(wave, (0, max_len - n))
+def _item_rng(seed: int | None) -> np.random.Generator:
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()).item())  # follows seed_everything
+    return np.random.default_rng(seed)
 
 
 class SpoofDataset(Dataset):
-    """Reads manifest rows. An unusable file raises (``bad_audio="fail"``) or is returned as an
-    error item that :func:`collate_waveforms` drops and reports (``bad_audio="skip"``)."""
+    """Reads manifest rows.
+
+    Training (``random_crop``): a random ``max_len`` window is read by seeking when the row's
+    frame count is known (the scan stores it), else cropped from the decoded file; the
+    train-only ``transforms`` run on it, then the crop or pad rule. Evaluation: the whole file,
+    or its first ``max_len`` samples (read by seeking too).
+
+    An unusable file raises (``bad_audio="fail"``) or is returned as an error item that
+    :func:`collate_waveforms` drops and reports (``bad_audio="skip"``). Items carry a
+    ``silent`` flag (digital silence, dither only, cancelling channels).
+    """
 
     def __init__(
         self,
         rows: Sequence[Utterance],
-        sample_rate: int = 16000,
-        normalize: str = "zscore",
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         max_len: int | None = None,
         random_crop: bool = False,
         pad: str = "none",
         bad_audio: str = "fail",
+        transforms: Sequence[WaveTransform] = (),
     ) -> None:
         self.rows = list(rows)
         self.sample_rate = sample_rate
-        self.normalize = normalize
         self.max_len = max_len
         self.random_crop = random_crop
         self.pad = pad
         self.bad_audio = check_policy(bad_audio)
+        self.transforms = list(transforms)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _read(self, row: Utterance, rng: np.random.Generator | None) -> torch.Tensor:
+        known = row.num_frames is not None and row.sample_rate is not None
+        if self.max_len is None or not known:
+            wave = load_mono(row.path, self.sample_rate)
+            return wave if rng is not None or self.max_len is None else wave[: self.max_len]
+        assert row.num_frames is not None and row.sample_rate is not None
+        need = frames_needed(self.max_len, row.sample_rate, self.sample_rate)
+        if row.sample_rate != self.sample_rate:
+            need += READ_MARGIN
+        if row.num_frames <= need:
+            return load_mono(row.path, self.sample_rate, file_rate=row.sample_rate)
+        start = int(rng.integers(0, row.num_frames - need + 1)) if rng is not None else 0
+        return load_mono(row.path, self.sample_rate, start, need, file_rate=row.sample_rate)
+
+    def __getitem__(self, key: ItemKey) -> dict[str, Any]:
+        index, seed = (key, None) if isinstance(key, int) else (int(key[0]), int(key[1]))
         row = self.rows[index]
+        rng = _item_rng(seed) if self.random_crop or self.transforms else None
         try:
-            wave = load_waveform(row.path, self.sample_rate, self.normalize)
+            wave = self._read(row, rng)
         except AudioError as exc:
             if self.bad_audio == "fail":
                 raise AudioError(
@@ -70,8 +98,11 @@ class SpoofDataset(Dataset):
                     "such files instead of stopping)"
                 ) from exc
             return {"index": index, "error": str(exc)}
-        wave = fit_length(wave, self.max_len, self.random_crop, self.pad)
-        return {"wave": wave, "label": row.target, "index": index}
+        for transform in self.transforms:
+            assert rng is not None
+            wave = transform(wave, self.sample_rate, rng)
+        wave = crop_or_pad(wave, self.max_len, rng if self.random_crop else None, self.pad)
+        return {"wave": wave, "label": row.target, "index": index, "silent": is_silent(wave)}
 
 
 def collate_waveforms(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,6 +119,7 @@ def collate_waveforms(items: list[dict[str, Any]]) -> dict[str, Any]:
         "lengths": lengths,
         "label": torch.tensor([item["label"] for item in good], dtype=torch.long),
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "silent": torch.tensor([bool(item.get("silent")) for item in good], dtype=torch.bool),
         "skipped": skipped,
     }
 

@@ -15,8 +15,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.special import ndtri
 
-from deepfake_detect.metrics import compute_det_curve, compute_eer
-
 DET_TICKS = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
     0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99,
@@ -37,20 +35,22 @@ def _det_limits(n_max: int, eers: list[float]) -> tuple[float, float]:
     return low, high
 
 
-def plot_det_curves(path: str | Path, sets: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+def plot_det_curves(
+    path: str | Path,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
+    trials: Mapping[str, int] | None = None,
+) -> Path:
     """One DET curve per test set on normal-deviate axes (false acceptance of spoofs against
     missed bona fide, in %), each set's EER marked on the diagonal.
 
-    ``sets`` maps a set name to its ``(bonafide_scores, spoof_scores)``; both must be non-empty.
+    ``curves`` maps a set name to its ``(frr, far, eer)`` (from its result record); ``trials``
+    to its number of trials (sets the axis floor).
     """
     fig = Figure(figsize=(6.4, 6.0), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    curves = {}
-    for name, (bona, spoof) in sets.items():
-        frr, far, _ = compute_det_curve(bona, spoof)
-        curves[name] = (far, frr, compute_eer(bona, spoof)[0])
-    n_max = max((max(b.size, s.size) for b, s in sets.values()), default=1)
+    curves = {name: (far, frr, eer) for name, (frr, far, eer) in curves.items()}
+    n_max = max((trials or {}).values(), default=1000)
     low, high = _det_limits(n_max, [eer for *_, eer in curves.values()])
     # Rates of 0 and 1 are off the probit axis: draw them just outside the visible range.
     clip_lo, clip_hi = low / 2, (1 + high) / 2

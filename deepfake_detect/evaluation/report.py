@@ -1,12 +1,14 @@
-"""Reports of a test run: metrics JSON, the benchmark table, per-set breakdowns, figures,
-challenge-format score files, and their upload to W&B.
+"""Reports of a test run, all views of its result records
+(:class:`~deepfake_detect.evaluation.record.TestSetResult`): metrics JSON, the benchmark table,
+per-set breakdowns and notes, figures, score files, and their upload to W&B.
 
 Files written by :func:`write_test_report` into the run directory:
 
 - ``benchmark.md`` / ``benchmark.csv`` / ``benchmark.json``: one row per test set
   (:data:`BENCHMARK_FIELDS`; rates in %, missing values empty / null);
-- ``report.md``: the benchmark table, the figures, then per set its per-attack and
-  per-condition EER tables;
+- ``report.md``: the benchmark table, notes (silent / tiled / windowed files, tied scores), the
+  figures, then per set its per-attack and per-condition EER tables;
+- ``scores/<set>.tsv``: the project's score files;
 - ``det_curves.png``, ``score_histograms.png``;
 - ``scores/asvspoof/<set>.asvspoof2019_cm.txt``, ``<set>.asvspoof2021.txt``,
   ``<set>.asvspoof5.tsv`` and a ``README.txt`` (the formats: see ``evaluation/scorefile.py``).
@@ -22,21 +24,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deepfake_detect.evaluation.plots import plot_det_curves, plot_score_histograms
+from deepfake_detect.evaluation.record import TestSetResult
 from deepfake_detect.evaluation.scorefile import (
     is_token,
     write_asvspoof5,
     write_asvspoof2019_cm,
     write_asvspoof2021,
+    write_score_file,
 )
-from deepfake_detect.evaluation.summary import (
-    ATTACK,
-    BONAFIDE_INDEX,
-    Breakdown,
-    breakdowns,
-)
+from deepfake_detect.evaluation.summary import ATTACK, Breakdown
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +155,13 @@ def breakdown_section(name: str, entries: Sequence[Breakdown]) -> str:
     return "\n".join(lines)
 
 
-def _scores_by_class(output: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(output["scores"], dtype=np.float64)
-    bona = np.asarray(output["labels"]) == BONAFIDE_INDEX
-    return scores[bona], scores[~bona]
-
-
-def write_challenge_scores(out_dir: str | Path, outputs: Mapping[str, Mapping[str, Any]]) -> Path:
+def write_challenge_scores(out_dir: str | Path, results: Sequence[TestSetResult]) -> Path:
     """Every test set's scores in the three ASVspoof formats under ``scores/asvspoof/``."""
     folder = Path(out_dir) / CHALLENGE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.txt").write_text(_CHALLENGE_README)
-    for name, output in outputs.items():
-        rows, scores = output["rows"], output["scores"]
+    for result in results:
+        name, rows, scores = result.name, result.rows, result.scores
         if not all(is_token(row.utt_id) for row in rows):
             log.warning("%s: utterance ids with whitespace: no challenge-format score files", name)
             continue
@@ -180,35 +171,45 @@ def write_challenge_scores(out_dir: str | Path, outputs: Mapping[str, Mapping[st
     return folder
 
 
-def write_test_report(
-    out_dir: str | Path,
-    results: Mapping[str, Mapping[str, float]],
-    outputs: Mapping[str, Mapping[str, Any]],
-) -> str:
+def write_score_files(out_dir: str | Path, results: Sequence[TestSetResult]) -> None:
+    """``scores/<set>.tsv`` for every test set (the project's own format)."""
+    for result in results:
+        write_score_file(
+            Path(out_dir) / "scores" / f"{result.name}.tsv", result.rows, result.scores
+        )
+
+
+def _notes_section(results: Sequence[TestSetResult]) -> list[str]:
+    lines = [f"- **{r.name}**: {note}" for r in results for note in r.notes]
+    return ["## Notes\n", "\n".join(lines) + "\n"] if lines else []
+
+
+def write_test_report(out_dir: str | Path, results: Sequence[TestSetResult]) -> str:
     """Write the run's test report files into ``out_dir`` (see the module docstring); return
     the markdown benchmark table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = write_benchmark(out_dir, results)
-
-    by_class = {name: _scores_by_class(output) for name, output in outputs.items()}
-    both = {name: pair for name, pair in by_class.items() if pair[0].size and pair[1].size}
-    scored = {name: pair for name, pair in by_class.items() if pair[0].size or pair[1].size}
+    table = write_benchmark(out_dir, {r.name: r.metrics for r in results})
+    write_score_files(out_dir, results)
+    curves = {r.name: (*r.det, r.metrics["eer"]) for r in results if r.det is not None}
+    scored = {r.name: r.by_class() for r in results}
+    scored = {name: pair for name, pair in scored.items() if pair[0].size or pair[1].size}
     figures = []
-    if both:
-        plot_det_curves(out_dir / DET_PNG, both)
+    if curves:
+        plot_det_curves(out_dir / DET_PNG, curves, {r.name: r.counted.size for r in results})
         figures.append(f"![DET curves]({DET_PNG})")
     if scored:
         plot_score_histograms(out_dir / HISTOGRAMS_PNG, scored)
         figures.append(f"![score histograms]({HISTOGRAMS_PNG})")
-    write_challenge_scores(out_dir, outputs)
-
-    sections = [
-        breakdown_section(name, breakdowns(output["scores"], output["labels"], output["rows"]))
-        for name, output in outputs.items()
-        if name in both
+    write_challenge_scores(out_dir, results)
+    sections = [breakdown_section(r.name, r.breakdowns) for r in results if r.det is not None]
+    report = [
+        "# Test report\n",
+        table,
+        *_notes_section(results),
+        *(f"{figure}\n" for figure in figures),
+        *sections,
     ]
-    report = ["# Test report\n", table, *(f"{figure}\n" for figure in figures), *sections]
     (out_dir / REPORT_MD).write_text("\n".join(report))
     return table
 
@@ -216,10 +217,19 @@ def write_test_report(
 def write_metrics(
     path: str | Path,
     metrics: Mapping[str, Any],
-    test_results: Mapping[str, Mapping[str, float]],
+    results: Sequence[TestSetResult],
     skipped: Mapping[str, int],
+    **sections: Any,
 ) -> None:
-    payload = {"metrics": dict(metrics), "test_sets": dict(test_results), "skipped": dict(skipped)}
+    """``metrics.json``: the run's metrics (test metrics in float64, from the records), every
+    test set's record, the skipped and dropped files, and any further ``sections``
+    (provenance, data report)."""
+    payload = {
+        "metrics": dict(metrics),
+        "test_sets": {r.name: r.to_json() for r in results},
+        "skipped": dict(skipped),
+        **sections,
+    }
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 

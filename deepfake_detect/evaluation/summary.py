@@ -207,27 +207,3 @@ def calibration_metrics(bonafide: np.ndarray, spoof: np.ndarray) -> dict[str, fl
         "cllr": compute_cllr(bonafide, spoof),
         "min_cllr": compute_min_cllr(bonafide, spoof),
     }
-
-
-def summarize_test_set(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    rows: Sequence[Utterance],
-    asv: Mapping[str, Any] | None = None,
-) -> dict[str, float]:
-    """Every metric of one test set: EER, accuracy, min t-DCF (given ASV scores; the 2019 or the
-    2021 definition as ``asv["tdcf"]`` names it, see :func:`summarize_scores`), minDCF, actDCF,
-    Cllr, minCllr, trial counts, then the per-attack and per-condition EERs."""
-    if len(rows) != len(scores):
-        raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
-    out = summarize_scores(scores, labels, asv=asv)
-    if "eer" not in out:  # one class only: nothing else is defined
-        return out
-    bona = labels == BONAFIDE_INDEX
-    counts = {key: out.pop(key) for key in ("n_bonafide", "n_spoof")}
-    out.update(calibration_metrics(scores[bona], scores[~bona]))
-    out.update(counts)
-    out.update({b.key: b.eer for b in breakdowns(scores, labels, rows)})
-    return out

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE
+from deepfake_detect.models.interface import SpoofNet
 from deepfake_detect.models.layers import (
     SincFilterbank,
     apply_mask,
@@ -325,7 +327,7 @@ class GraphBackEnd(nn.Module):
         return self.out_layer(self.readout_drop(embedding))
 
 
-class AASIST(GraphBackEnd):
+class AASIST(GraphBackEnd, SpoofNet):
     """AASIST anti-spoofing network; the defaults are the paper's AASIST config.
 
     ``encoder_channels`` are the output channels of the six residual blocks. ``pool_ratios`` are
@@ -337,7 +339,7 @@ class AASIST(GraphBackEnd):
         self,
         sinc_filters: int = 70,
         sinc_kernel_size: int = 128,
-        sample_rate: int = 16000,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         encoder_channels: Sequence[int] = (32, 32, 64, 64, 64, 64),
         gat_dims: Sequence[int] = (64, 32),
         pool_ratios: Sequence[float] = (0.5, 0.7, 0.5),

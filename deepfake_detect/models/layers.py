@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE
+
 
 def sequence_mask(lengths: Tensor, max_len: int) -> Tensor:
     """[B] valid counts -> [B, max_len] bool, True on valid positions."""
@@ -56,7 +58,9 @@ class SincFilterbank(nn.Module):
     made odd (as the references do) so every filter is symmetric.
     """
 
-    def __init__(self, n_filters: int, kernel_size: int, sample_rate: int = 16000) -> None:
+    def __init__(
+        self, n_filters: int, kernel_size: int, sample_rate: int = DEFAULT_SAMPLE_RATE
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size + 1 if kernel_size % 2 == 0 else kernel_size
         half = (self.kernel_size - 1) / 2

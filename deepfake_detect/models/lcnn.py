@@ -30,6 +30,8 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE
+from deepfake_detect.models.interface import SpoofNet
 from deepfake_detect.models.layers import apply_mask, masked_mean, pooled_lengths, sequence_mask
 
 Frontend = Literal["lfcc", "logmel", "linear"]
@@ -63,7 +65,7 @@ class SpectralFrontend(nn.Module):
     def __init__(
         self,
         kind: Frontend = "lfcc",
-        sample_rate: int = 16000,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         n_fft: int = 1024,
         win_length: int = 320,
         hop_length: int = 160,
@@ -152,13 +154,13 @@ def _delta(x: Tensor, frames: Tensor | None) -> Tensor:
     return pick(following) - pick(previous)
 
 
-class LCNN(nn.Module):
+class LCNN(SpoofNet):
     """LFCC-LCNN countermeasure (ASVspoof 2021 baseline) with a selectable front end."""
 
     def __init__(
         self,
         frontend: Frontend = "lfcc",
-        sample_rate: int = 16000,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         n_fft: int = 1024,
         win_length: int = 320,
         hop_length: int = 160,

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE
+from deepfake_detect.models.interface import SpoofNet
 from deepfake_detect.models.layers import (
     SincFilterbank,
     apply_mask,
@@ -69,7 +71,7 @@ class _ResidualBlock1d(nn.Module):
         return apply_mask(out * scale + scale, mask), lengths
 
 
-class RawNet2(nn.Module):
+class RawNet2(SpoofNet):
     """RawNet2 anti-spoofing network (ASVspoof 2021 LA/DF baseline).
 
     ``block_channels`` are the output channels of the six residual blocks (the first block's input
@@ -81,7 +83,7 @@ class RawNet2(nn.Module):
         self,
         sinc_filters: int = 20,
         sinc_kernel_size: int = 1024,
-        sample_rate: int = 16000,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
         block_channels: Sequence[int] = (20, 20, 128, 128, 128, 128),
         gru_hidden: int = 1024,
         gru_layers: int = 3,

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from deepfake_detect.models.interface import SpoofNet
+
 FREEZE_MODES = ("none", "feature_encoder", "all")
 POOLINGS = ("mean", "max", "stats")
 WEIGHTED = "weighted"
@@ -104,7 +106,7 @@ def masked_pool(frames: Tensor, mask: Tensor, pooling: str) -> Tensor:
     return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
 
 
-class Wav2Vec2Net(nn.Module):
+class Wav2Vec2Net(SpoofNet):
     """A Wav2Vec2 encoder with the controls its heads share; subclasses add the head.
 
     ``layer``: which hidden state the head reads (-1: the last; 0: the transformer's input) or
