@@ -184,7 +184,7 @@ def _finish(
         data=datamodule.reports,
     )
     if results:
-        table = write_test_report(out_dir, results)
+        table = write_test_report(out_dir, results, datamodule.reports)
         log.info("test results\n%s", table)
     for logger in loggers:
         if isinstance(logger, WandbLogger):

@@ -184,9 +184,32 @@ def _notes_section(results: Sequence[TestSetResult]) -> list[str]:
     return ["## Notes\n", "\n".join(lines) + "\n"] if lines else []
 
 
-def write_test_report(out_dir: str | Path, results: Sequence[TestSetResult]) -> str:
+def data_section(data: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per selection: rows used, protocol rows without audio (dropped), unusable files
+    (skipped), audio files no protocol row lists."""
+    if not data:
+        return []
+    body = [
+        [
+            name,
+            str(r.get("rows", "")),
+            str(r.get("missing_audio", 0)),
+            str(r.get("unusable_audio", 0)),
+            str(r.get("unlisted_audio", 0)),
+        ]
+        for name, r in data.items()
+    ]
+    header = ["selection", "rows used", "missing audio (dropped)", "unusable (skipped)", "unlisted"]
+    return ["## Data\n", _md_table(header, body)]
+
+
+def write_test_report(
+    out_dir: str | Path,
+    results: Sequence[TestSetResult],
+    data: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
     """Write the run's test report files into ``out_dir`` (see the module docstring); return
-    the markdown benchmark table."""
+    the markdown benchmark table. ``data``: the data module's per-selection counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = write_benchmark(out_dir, {r.name: r.metrics for r in results})
@@ -207,6 +230,7 @@ def write_test_report(out_dir: str | Path, results: Sequence[TestSetResult]) -> 
         "# Test report\n",
         table,
         *_notes_section(results),
+        *data_section(data or {}),
         *(f"{figure}\n" for figure in figures),
         *sections,
     ]

@@ -40,7 +40,7 @@ def write_score_file(path: str | Path, rows: Sequence[Utterance], scores: Sequen
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(SCORE_COLUMNS)
         for row, score in zip(rows, scores, strict=True):
-            writer.writerow([row.utt_id, f"{float(score):.6f}", row.label, row.attack])
+            writer.writerow([row.utt_id, repr(float(score)), row.label, row.attack])
     tmp.replace(path)
     return path
 

@@ -215,18 +215,21 @@ class SpoofDetector(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         return getattr(datamodule, "bad_audio", "fail")
 
-    def _non_finite(self, stage: str, what: str, paths: list[str]) -> None:
-        """Stop naming the files (``bad_audio=fail``), or count them (``skip``)."""
+    def _non_finite(self, stage: str, what: str, paths: list[str], skipped: str) -> None:
+        """Stop naming the files (``bad_audio=fail``), or skip and count (``skip``): the
+        ``skipped`` count of ``metrics.json`` goes up by one (a batch) or by the files."""
         named = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         message = f"{stage}: non-finite {what} from {named}"
         if self._policy() == "fail":
             raise NonFiniteError(
-                f"{message}. Check these files (data.validate=decode finds NaN samples), or set "
-                "data.bad_audio=skip to skip and count them."
+                f"{message}. Check these files (their samples, their scale with "
+                "data.normalize=none), or set data.bad_audio=skip to skip and count them."
             )
-        log.warning("%s: skipped", message)
-        key = f"{stage} non-finite {what}"
-        self.skipped[key] = self.skipped.get(key, 0) + len(paths)
+        log.warning("%s: %s", message, skipped)
+        key = f"{stage} non-finite {what} ({skipped})"
+        self.skipped[key] = self.skipped.get(key, 0) + (
+            1 if skipped.startswith("batch") else len(paths)
+        )
 
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
@@ -242,7 +245,10 @@ class SpoofDetector(L.LightningModule):
             loss = self.distill_loss(score, teacher_score, hard)
             self.log("train/hard_loss", hard, on_step=False, on_epoch=True, batch_size=len(labels))
         if not torch.isfinite(loss):
-            self._non_finite("train", "loss (batch skipped)", self._paths("train", batch["index"]))
+            # name the items whose own score is not finite (all of them if every score is)
+            culprits = ~torch.isfinite(score.detach())
+            indices = batch["index"][culprits] if bool(culprits.any()) else batch["index"]
+            self._non_finite("train", "loss", self._paths("train", indices), "batches skipped")
             return None
         acc = ((score >= 0).long() == labels).float().mean()
         size = labels.numel()
@@ -297,7 +303,7 @@ class SpoofDetector(L.LightningModule):
         keep = torch.isfinite(score)
         if not bool(keep.all()):
             paths = self._paths(stage, batch["index"][~keep], dataloader_idx)
-            self._non_finite(stage, "scores", paths)
+            self._non_finite(stage, "scores", paths, "files skipped")
         collector.update(batch["index"][keep], score[keep], labels[keep], self._flags(batch)[keep])
         if loss is not None and torch.isfinite(loss):
             self.log(
