@@ -163,26 +163,20 @@ def logged_metrics(results: Sequence[TestSetResult]) -> dict[str, float]:
 
 
 # -- provenance ------------------------------------------------------------------------------
+def _git(where: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=True
+    )
+    return out.stdout.strip()
+
+
 def git_revision(path: str | Path | None = None) -> str:
     """The commit of the project's checkout (``+dirty`` with uncommitted changes), or
     ``unknown`` outside a git checkout."""
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        rev = _git(where, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
