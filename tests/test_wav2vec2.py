@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from conftest import TINY_W2V2, assert_padding_invariant
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from deepfake_detect.models.module import SpoofDetector
-from deepfake_detect.models.wav2vec2 import EncoderLoadError, Wav2Vec2Classifier, masked_pool
+from deepfake_detect.models.wav2vec2 import (
+    ARCHITECTURES,
+    EncoderLoadError,
+    Wav2Vec2Classifier,
+    _hub_reachable,
+    load_encoder,
+    masked_pool,
+)
 
 OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2}
 
@@ -115,6 +123,66 @@ def test_offline_hub_id_fails_fast_with_instructions() -> None:
         Wav2Vec2Classifier(source="facebook/wav2vec2-base", pretrained=True)
     assert time.perf_counter() - start < 10
     assert "deepfake_detect.models.save_encoder facebook/wav2vec2-base" in str(err.value)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The network blocked (every connection and name lookup refused and recorded), and
+    HF_HUB_OFFLINE unset: the code must find out by itself that the hub is out of reach."""
+    attempts: list[str] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args[:1]))
+        raise OSError("network blocked by the test")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_untrained_wav2vec2_base_is_built_without_the_network(no_network: list[str]) -> None:
+    net = Wav2Vec2Classifier(source="facebook/wav2vec2-base", pretrained=False)
+    assert sum(p.numel() for p in net.encoder.parameters()) == 94_371_712  # wav2vec2-base
+    assert no_network == []
+    # the rebuild config stored in checkpoints is the same architecture
+    assert (
+        net.encoder.config.to_dict()
+        == Wav2Vec2Config(**ARCHITECTURES["facebook/wav2vec2-base"]).to_dict()
+    )
+
+
+def test_shipped_xls_r_architecture_has_its_published_size() -> None:
+    with torch.device("meta"):
+        encoder = load_encoder("facebook/wav2vec2-xls-r-300m", pretrained=False)
+    assert sum(p.numel() for p in encoder.parameters()) == 315_438_720
+    assert encoder.config.do_stable_layer_norm and encoder.config.feat_extract_norm == "layer"
+
+
+def test_pretrained_hub_id_fails_within_seconds_without_network(no_network: list[str]) -> None:
+    start = time.perf_counter()
+    with pytest.raises(EncoderLoadError, match="network blocked by the test") as err:
+        Wav2Vec2Classifier(source="facebook/wav2vec2-base", pretrained=True)
+    assert time.perf_counter() - start < 5
+    assert no_network, "the hub was probed"
+    message = str(err.value)
+    assert "python -m deepfake_detect.models.save_encoder facebook/wav2vec2-base" in message
+    assert "model.net.pretrained=false" in message
+
+
+def test_a_stalled_hub_probe_gives_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    why = _hub_reachable(timeout=0.5)
+    assert time.perf_counter() - start < 2
+    assert why is not None and "within" in why
+
+
+def test_unknown_hub_id_from_scratch_names_the_settings(no_network: list[str]) -> None:
+    with pytest.raises(EncoderLoadError, match=r"model\.net\.config") as err:
+        Wav2Vec2Classifier(source="someone/unknown-wav2vec2", pretrained=False)
+    assert "facebook/wav2vec2-base" in str(err.value)  # the known ids are listed
 
 
 def test_missing_local_directory(tmp_path: Path) -> None:

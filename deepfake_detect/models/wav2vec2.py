@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -25,30 +29,119 @@ class EncoderLoadError(RuntimeError):
     """The pretrained encoder could not be loaded (offline, wrong id, missing directory)."""
 
 
+# The architectures of published encoders, keyed by hub id, so that ``pretrained=False`` builds
+# them without the hub. Architecture fields only: dropout and masking keep Wav2Vec2Config's
+# defaults (training from scratch sets its own). Wav2Vec2Config() itself is wav2vec2-base.
+_BASE = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "group",
+    "feat_extract_activation": "gelu",
+    "do_stable_layer_norm": False,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "layer_norm_eps": 1e-5,
+}
+# XLS-R 300M and XLSR-53: the large pre-norm ("stable layer norm") architecture
+_LARGE_PRENORM = {
+    **_BASE,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_bias": True,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+}
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "facebook/wav2vec2-base": _BASE,
+    "facebook/wav2vec2-base-960h": _BASE,
+    "facebook/wav2vec2-xls-r-300m": _LARGE_PRENORM,
+    "facebook/wav2vec2-large-xlsr-53": _LARGE_PRENORM,
+}
+"""``Wav2Vec2Config`` fields of known hub ids (94.4 M and 315.4 M encoder parameters)."""
+
+HUB_PROBE_SECONDS = 3.0
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _hub_reachable(source: str, timeout: float = 5.0) -> str | None:
-    """None when the hub answers for ``source``, else why not (one short request, no retries)."""
-    from huggingface_hub import model_info
+def _hub_address() -> tuple[str, int]:
+    """The host and port a hub request connects to first: the HTTPS proxy when one is set."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    proxy = urllib.request.getproxies().get(endpoint.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        return proxied.hostname or host, proxied.port or 3128
+    return host, endpoint.port or (443 if endpoint.scheme != "http" else 80)
 
-    try:
-        model_info(source, timeout=timeout)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+
+def _hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """None when a TCP connection to the hub (or its proxy) opens within ``timeout`` seconds,
+    else why not. The probe runs in a daemon thread with a hard deadline: without a network the
+    name lookup alone can stall for tens of seconds, beyond any socket or HTTP timeout, and the
+    Hugging Face client retries on top of that."""
+    host, port = _hub_address()
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no connection to {host}:{port} within {timeout:.0f} s"
+    return outcome[0]
 
 
 def _offline_help(source: str, why: str) -> str:
     name = source.rstrip("/").split("/")[-1]
+    scratch = (
+        "(or set model.net.pretrained=false to train this architecture from scratch)"
+        if source in ARCHITECTURES
+        else "(or set model.net.pretrained=false and model.net.config to its Wav2Vec2Config "
+        "fields to train from scratch)"
+    )
     return (
         f"cannot load the pretrained encoder {source!r} from the Hugging Face hub ({why}). "
         "On a machine with internet, save a local copy:\n"
         f"  python -m deepfake_detect.models.save_encoder {source} /models/{name}\n"
-        f"then point the model at it: model.net.source=/models/{name} "
-        "(or set model.net.pretrained=false to train from scratch)."
+        f"then point the model at it: model.net.source=/models/{name} {scratch}."
     )
+
+
+def _scratch_config(source: str, local: Path | None) -> Wav2Vec2Config:
+    """The architecture of ``source`` for a randomly initialised encoder: a local directory's
+    config, the shipped one of a known hub id, the local Hugging Face cache, then the hub."""
+    if local is not None:
+        return Wav2Vec2Config.from_pretrained(str(local))
+    if source in ARCHITECTURES:
+        return Wav2Vec2Config(**ARCHITECTURES[source])
+    with contextlib.suppress(OSError):
+        return Wav2Vec2Config.from_pretrained(source, local_files_only=True)
+    why = "HF_HUB_OFFLINE is set" if _offline() else _hub_reachable()
+    if why is not None:
+        raise EncoderLoadError(
+            f"no architecture is shipped for {source!r} (known: {', '.join(ARCHITECTURES)}) "
+            f"and the Hugging Face hub is unreachable ({why}): set model.net.config to its "
+            "Wav2Vec2Config fields, or model.net.source to a local copy"
+        )
+    return Wav2Vec2Config.from_pretrained(source)
 
 
 def load_encoder(
@@ -57,9 +150,10 @@ def load_encoder(
     """A Wav2Vec2 encoder from a hub id or a local directory.
 
     ``pretrained=False`` builds a randomly initialised encoder from ``config`` (a dict of
-    ``Wav2Vec2Config`` fields), or from ``source``'s architecture when no config is given.
-    ``config`` also overrides fields of a pretrained model's config (e.g. ``layerdrop``).
-    Fails fast offline, with instructions to point ``source`` at a local copy.
+    ``Wav2Vec2Config`` fields), or from ``source``'s architecture when no config is given (known
+    hub ids: :data:`ARCHITECTURES`, without contacting the hub). ``config`` also overrides
+    fields of a pretrained model's config (e.g. ``layerdrop``). Without hub access a hub id
+    fails within seconds, with instructions to point ``source`` at a local copy.
     """
     overrides = dict(config or {})
     if not pretrained and overrides:
@@ -70,16 +164,12 @@ def load_encoder(
         raise EncoderLoadError(f"encoder directory not found: {local} (check model.net.source)")
     try:
         if not pretrained:
-            return Wav2Vec2Model(
-                Wav2Vec2Config.from_pretrained(str(local) if looks_local else source)
-            )
+            return Wav2Vec2Model(_scratch_config(source, local if looks_local else None))
         if looks_local:
             return Wav2Vec2Model.from_pretrained(str(local), local_files_only=True, **overrides)
         with contextlib.suppress(OSError):  # already in the local Hugging Face cache
             return Wav2Vec2Model.from_pretrained(source, local_files_only=True, **overrides)
-        if _offline():
-            raise EncoderLoadError(_offline_help(source, "HF_HUB_OFFLINE is set"))
-        why = _hub_reachable(source)
+        why = "HF_HUB_OFFLINE is set" if _offline() else _hub_reachable()
         if why is not None:
             raise EncoderLoadError(_offline_help(source, why))
         return Wav2Vec2Model.from_pretrained(source, **overrides)
