@@ -11,6 +11,10 @@ can move the EER by up to the tie's share of trials (bona fide rejected first: p
 ("accept when score >= threshold"), so every point is an operating point a threshold can reach.
 On untied scores the two EERs agree; on heavily tied scores (quantised or saturated outputs, see
 ``tied_fraction``) they do not, and only the official one is comparable with published numbers.
+
+Written here rather than derived from scikit-learn's ``roc_curve``: it merges tied scores into
+one threshold (and the EER helpers built on it interpolate), so on tied scores it differs from
+the official values.
 """
 
 from __future__ import annotations

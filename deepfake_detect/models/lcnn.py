@@ -6,6 +6,10 @@ window every 10 ms (FFT 1024), then one of
   replaced by log frame energy, plus deltas and delta-deltas (60 dims), as in the baseline;
 - ``logmel``: log10 mel filterbank energies (``n_filters`` bands), plus deltas if ``deltas``;
 - ``linear``: log10 power spectrum bins from 0 to ``f_max``, plus deltas if ``deltas``.
+Built from torchaudio's parts (``Spectrogram``, ``linear_fbanks``, ``create_dct``) rather than
+``torchaudio.transforms.LFCC``, which has neither the log-energy coefficient nor pre-emphasis,
+and whose deltas (``compute_deltas``) would run across a padded batch's tail: the baseline's
+definition and padding invariance need all three.
 
 Network: nine convolutions with MFM (each halves the channels), four 2x2 max-pools, batch norm
 without affine parameters, dropout 0.7, then two bidirectional LSTM layers with a skip
