@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from torch.utils.data import DataLoader
 
 from deepfake_detect.data.audio import check_policy, count_conversions
-from deepfake_detect.data.corpora.base import Corpus, check_unique_ids, name_some
+from deepfake_detect.data.corpora.base import Corpus, CorpusPathError, check_unique_ids, name_some
 from deepfake_detect.data.dataset import (
     OrderedSampler,
     SpoofDataset,
@@ -34,6 +35,7 @@ from deepfake_detect.data.manifest import (
 from deepfake_detect.data.manifest_cache import SCAN_LEVELS, load_selection
 from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE, Preprocessing
 from deepfake_detect.data.sampling import EpochSampler
+from deepfake_detect.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,35 @@ class SetSpec:
 
     def __str__(self) -> str:
         return f"{self.corpus}:{self.split}"
+
+
+INT_SETTINGS = {
+    # key: (minimum, may be null)
+    "sample_rate": (1, False),
+    "max_len": (1, True),
+    "eval_max_len": (1, True),
+    "min_len": (1, False),
+    "max_eval_len": (1, True),
+    "batch_size": (1, False),
+    "eval_batch_size": (1, True),
+    "num_workers": (0, False),
+    "limit_per_set": (1, True),
+    "seed": (0, False),
+}
+"""The data module's integer settings, checked before anything is built (a string from the
+command line, ``data.batch_size=abc``, fails here naming the key, not deep inside a loader)."""
+
+
+def check_int_settings(values: Mapping[str, Any]) -> None:
+    for key, (minimum, nullable) in INT_SETTINGS.items():
+        if key not in values or (nullable and values[key] is None):
+            continue
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ConfigError(
+                f"data.{key} must be {kind}{' or null' if nullable else ''}, got {value!r}"
+            )
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -110,17 +141,19 @@ class SpoofDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        settings = locals()  # the arguments, by name
+        check_int_settings({key: settings[key] for key in INT_SETTINGS})
         if balance not in BALANCE_MODES:
-            raise ValueError(f"data.balance must be one of {BALANCE_MODES}, got {balance!r}")
+            raise ConfigError(f"data.balance must be one of {BALANCE_MODES}, got {balance!r}")
         if validate not in VALIDATE_MODES:
-            raise ValueError(f"data.validate must be one of {VALIDATE_MODES}, got {validate!r}")
+            raise ConfigError(f"data.validate must be one of {VALIDATE_MODES}, got {validate!r}")
         self.corpus_configs = corpora
         self.train_specs = [SetSpec.parse(s) for s in _as_list(train)]
         self.train_weights = list(train_weights) if train_weights is not None else None
         if self.train_weights is not None and (
             len(self.train_weights) != len(self.train_specs) or min(self.train_weights) <= 0
         ):
-            raise ValueError(
+            raise ConfigError(
                 "data.train_weights needs one positive weight per data.train selection, got "
                 f"{self.train_weights} for {[str(s) for s in self.train_specs]}"
             )
@@ -200,13 +233,18 @@ class SpoofDataModule(L.LightningDataModule):
         use), unusable files failed or skipped by ``bad_audio``, ``limit_per_set`` applied."""
         if spec not in self._sets:
             corpus = self.corpus(spec.corpus)
-            manifest = load_selection(
-                corpus,
-                self._corpus_config(spec.corpus),
-                spec.split,
-                self.cache_dir,
-                self._scan(spec),
-            )
+            try:
+                manifest = load_selection(
+                    corpus,
+                    self._corpus_config(spec.corpus),
+                    spec.split,
+                    self.cache_dir,
+                    self._scan(spec),
+                )
+            except CorpusPathError as exc:
+                key = f"data.corpora.{spec.corpus}.{exc.setting}"
+                value = self._corpus_config(spec.corpus).get(exc.setting)
+                raise exc.configured_by(key, value) from exc
             rows = manifest.rows
             if not rows:
                 raise CorpusError(f"{spec}: the selection is empty")

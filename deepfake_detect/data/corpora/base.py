@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,10 +33,40 @@ CM_LABELS: Mapping[str, str] = {BONAFIDE: BONAFIDE, SPOOF: SPOOF}
 """The countermeasure key column as most protocols write it (``bonafide`` / ``spoof``)."""
 
 
+class CorpusPathError(CorpusError):
+    """A configured corpus folder that does not exist. ``setting`` names the adapter setting
+    that gave the path; ``key``, once known, the config key (:meth:`configured_by`)."""
+
+    def __init__(self, what: str, path: Path, setting: str, detail: str = "") -> None:
+        self.what, self.path, self.setting = what, path, setting
+        self.key: str | None = None
+        detail = detail or f"check the corpus `{setting}` setting"
+        super().__init__(f"{what} not found: {path} ({detail})")
+
+    def configured_by(self, key: str, value: Any) -> CorpusPathError:
+        """The same error naming the config ``key`` to change, or, when its unresolved
+        ``value`` interpolates other keys (``${paths.data_dir}/mini_wild``), those keys."""
+        values = value if isinstance(value, (list, tuple)) else [value]
+        refs = [r for v in values if isinstance(v, str) for r in re.findall(r"\$\{([\w.]+)\}", v)]
+        relative = "" if self.path.is_absolute() else f"; relative paths start at {os.getcwd()}"
+        if refs:
+            detail = (
+                f"{key} is {value}: set {' / '.join(dict.fromkeys(refs))} to the folder that "
+                f"holds the corpora, or {key} itself{relative}"
+            )
+        elif self.setting == "root":
+            detail = f"set {key}=/path/to/corpus{relative}"
+        else:
+            detail = f"check {key}, the corpus `{self.setting}` setting{relative}"
+        error = CorpusPathError(self.what, self.path, self.setting, detail)
+        error.key = key
+        return error
+
+
 def require_dir(path: str | Path, what: str, setting: str = "root") -> Path:
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise CorpusError(f"{what} not found: {path} (check the corpus `{setting}` setting)")
+        raise CorpusPathError(what, path, setting)
     return path
 
 
