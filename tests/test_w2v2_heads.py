@@ -377,6 +377,7 @@ def test_new_configs_compose(compose_cfg, tmp_path: Path) -> None:
         "last_checkpoint",
         "early_stopping",
         "rng_state",
+        "epoch_log",
         "staged_unfreeze",
     }
     assert isinstance(instantiate(callbacks.staged_unfreeze), StagedUnfreeze)
