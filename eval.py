@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from deepfake_detect.console import run_task
 from deepfake_detect.pipeline import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

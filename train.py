@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from deepfake_detect.console import run_task
 from deepfake_detect.pipeline import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = run_task(train, cfg)
     return metrics.get("val/eer")  # what a sweeper minimises
 
 

@@ -7,13 +7,15 @@ files and reports are views of those records.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -22,19 +24,27 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake_detect.console import announce, quiet_dependencies
+from deepfake_detect.data.corpora.base import CorpusPathError
 from deepfake_detect.data.preprocessing import Preprocessing, describe, resolve_preprocessing
+from deepfake_detect.errors import ConfigError, RunInterrupted
 from deepfake_detect.evaluation.record import (
     TestSetResult,
     build_result,
     logged_metrics,
     provenance,
 )
-from deepfake_detect.evaluation.report import log_run_files, write_metrics, write_test_report
+from deepfake_detect.evaluation.report import (
+    log_run_files,
+    text_table,
+    write_metrics,
+    write_test_report,
+)
 from deepfake_detect.evaluation.summary import summarize_scores
 from deepfake_detect.fusion import align_scores, build_fusion
 from deepfake_detect.models.checkpoint import read_checkpoint
@@ -51,6 +61,30 @@ PREPROCESSING_KEYS = tuple(f.name for f in fields(Preprocessing))
 
 class OutputDirError(RuntimeError):
     """A run directory that already belongs to another run."""
+
+
+def names_config_sources(run: Callable[..., Any]) -> Callable[..., Any]:
+    """A corpus path that does not exist is named by the config keys it came from: Hydra
+    resolves what it instantiates, so the data module sees ``data/mini_wild``, while the
+    unresolved config says ``${paths.data_dir}/mini_wild`` (the key to change)."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: DictConfig, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(cfg, *args, **kwargs)
+        except CorpusPathError as exc:
+            if exc.key is None:
+                raise
+            parent, _, leaf = exc.key.rpartition(".")
+            node = OmegaConf.select(cfg, parent)
+            if not isinstance(node, DictConfig) or leaf not in node:
+                raise
+            raw = OmegaConf.to_container(node, resolve=False)[leaf]  # type: ignore[index]
+            if "${" not in str(raw):
+                raise
+            raise exc.configured_by(exc.key, raw) from exc
+
+    return wrapper
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -113,9 +147,58 @@ def _loggers(cfg: DictConfig) -> list[Logger]:
     return loggers
 
 
-def _trainer(cfg: DictConfig, loggers: list[Logger]) -> L.Trainer:
+def _trainer(cfg: DictConfig, loggers: list[Logger], no_validation: str | None = None) -> L.Trainer:
+    """The configured trainer and callbacks. ``no_validation``: why a training run will not
+    validate (None: it will); the callbacks that need a validation metric (early stopping, the
+    best checkpoint) are then left out with a warning, and the final weights are tested."""
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    if no_validation:
+        needs_val = [
+            c
+            for c in callbacks
+            if isinstance(c, EarlyStopping) or (isinstance(c, ModelCheckpoint) and c.monitor)
+        ]
+        if needs_val:
+            log.warning(
+                "no validation (%s): early stopping and the best-checkpoint selection are off, "
+                "the final weights are tested (checkpoints/last.ckpt is still written)",
+                no_validation,
+            )
+            callbacks = [c for c in callbacks if not any(c is n for n in needs_val)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _no_validation(cfg: DictConfig, datamodule: Any) -> str | None:
+    """Why a training run will not validate, or None when it will."""
+    if not getattr(datamodule, "val_specs", True):
+        return "data.val is empty"
+    limit = cfg.trainer.get("limit_val_batches")
+    if limit is not None and float(limit) == 0:
+        return f"trainer.limit_val_batches={limit}"
+    return None
+
+
+def _latest_checkpoint_file(trainer: L.Trainer) -> str | None:
+    """The file of the unmonitored checkpoint callback (``last.ckpt``), if written."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and not callback.monitor:
+            for path in (callback.last_model_path, callback.best_model_path):
+                if path and Path(path).is_file():
+                    return path
+    return None
+
+
+@contextmanager
+def _interruptible(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning handles Ctrl-C in ``fit`` / ``test`` itself (callbacks' ``on_exception``,
+    loggers finalised, teardown) and then calls ``sys.exit(1)``; turn that back into an
+    interruption the entry point can report, with the checkpoint to resume from."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise RunInterrupted(_latest_checkpoint_file(trainer)) from None
+        raise
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -159,7 +242,10 @@ def _finish(
     results: list[TestSetResult],
     skipped: Mapping[str, int],
     info: Mapping[str, Any],
+    headline: str | None = None,
 ) -> dict[str, Any]:
+    """Write the run's files, then print its last lines: ``headline``, one row per test set and
+    the run directory."""
     if not is_global_zero():
         return metrics  # every process holds the gathered metrics; one writes them
     out_dir = Path(cfg.paths.output_dir)
@@ -184,11 +270,13 @@ def _finish(
         data=datamodule.reports,
     )
     if results:
-        table = write_test_report(out_dir, results, datamodule.reports)
-        log.info("test results\n%s", table)
+        write_test_report(out_dir, results, datamodule.reports)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             log_run_files(logger, out_dir)
+    table = text_table({r.name: r.metrics for r in results}) if results else None
+    lines = [part for part in (headline, table) if part]
+    announce("\n\n".join(["", *lines, f"run directory: {out_dir}"]))
     return metrics
 
 
@@ -199,41 +287,65 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return path
 
 
+@names_config_sources
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint (by ``val/eer``); returns every metric (the test
     metrics in float64, from the result records)."""
+    quiet_dependencies()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     resume = _resume_path(cfg)
     claim_output_dir(cfg.paths.output_dir, resume)
+    log.info("run directory: %s", cfg.paths.output_dir)
     model: SpoofDetector = instantiate(cfg.model)
     datamodule = instantiate(cfg.data)
     model.set_preprocessing(datamodule.preprocessing)
     log.info("preprocessing: %s", describe(datamodule.preprocessing))
     loggers = _loggers(cfg)
-    trainer = _trainer(cfg, loggers)
+    trained = bool(cfg.get("train", True))
+    trainer = _trainer(cfg, loggers, _no_validation(cfg, datamodule) if trained else None)
     info = provenance(cfg)
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    if trained:
+        with _interruptible(trainer):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     metrics: dict[str, Any] = _floats(trainer.callback_metrics)
     results: list[TestSetResult] = []
+    headline = None
     if cfg.get("test", True):
         checkpoint = next(
             (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
         )
         best = checkpoint.best_model_path if checkpoint else ""
+        tested = best or _tested_weights(trainer, trained)
         if not best:
-            log.warning("no best checkpoint: testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        info = {**info, "checkpoint": best or "last weights"}
+            log.warning("no best checkpoint: testing %s", tested)
+        with _interruptible(trainer):
+            trainer.test(
+                model,
+                datamodule=datamodule,
+                ckpt_path=best or None,
+                weights_only=True,
+                verbose=False,
+            )
+        info = {**info, "checkpoint": tested}
         results = build_results(model.test_outputs, datamodule, info)
-        tested = logged_metrics(results)
-        _log_results(loggers, tested, trainer.global_step)
-        metrics.update(tested)
+        test_metrics = logged_metrics(results)
+        _log_results(loggers, test_metrics, trainer.global_step)
+        metrics.update(test_metrics)
         metrics["best_checkpoint"] = best
-        if "test/eer" in metrics and is_global_zero():
-            print(f"test EER: {100 * metrics['test/eer']:.2f}%  (checkpoint: {best or 'last'})")
-    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info)
+        if "test/eer" in metrics:
+            what = f"checkpoint: {best}" if best else f"tested: {tested}"
+            headline = f"test EER: {100 * metrics['test/eer']:.2f}%  ({what})"
+    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info, headline)
+
+
+def _tested_weights(trainer: L.Trainer, trained: bool) -> str:
+    """What a run without a best checkpoint tests, in words."""
+    if not trained:
+        return "the initial weights (train=false)"
+    last = _latest_checkpoint_file(trainer)
+    weights = f"the final weights of epoch {max(trainer.current_epoch - 1, 0)}"
+    return f"{weights}, saved as {last}" if last else f"{weights} (no checkpoint written)"
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -241,9 +353,32 @@ def _requested_preprocessing(cfg: DictConfig) -> dict[str, Any]:
     return {key: cfg.data.get(key) for key in PREPROCESSING_KEYS if key in cfg.data}
 
 
+CKPT_EXAMPLE = "logs/train/runs/<run>/checkpoints/epoch_NNN.ckpt"
+
+
+def _newest_checkpoint(cfg: DictConfig) -> str | None:
+    """The newest best checkpoint under ``paths.log_dir/train``, for the example command."""
+    try:
+        logs = Path(cfg.paths.log_dir) / "train"
+        found = [
+            *logs.glob("runs/*/checkpoints/epoch_*.ckpt"),
+            *logs.glob("multiruns/*/*/checkpoints/epoch_*.ckpt"),
+        ]
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    except (OSError, ValueError, AttributeError):  # no paths.log_dir, an unreadable folder
+        return None
+
+
 def _check_eval_config(cfg: DictConfig) -> None:
+    fusion = cfg.get("fusion")
+    if OmegaConf.is_missing(cfg, "ckpt_path") and not (fusion and fusion.get("ckpt_paths")):
+        example = _newest_checkpoint(cfg) or CKPT_EXAMPLE
+        raise ConfigError(
+            f"eval.py needs a checkpoint: python eval.py ckpt_path={example} data=<data config> "
+            "(or 'fusion.ckpt_paths=[a.ckpt,b.ckpt]' to evaluate a fusion)"
+        )
     if cfg.get("model") is not None:
-        raise ValueError(
+        raise ConfigError(
             "eval.py takes the model from the checkpoint (its architecture and preprocessing "
             "are stored in it): drop the model override (+model=...)"
         )
@@ -254,10 +389,12 @@ def _eval_datamodule(cfg: DictConfig, preprocessing: Preprocessing) -> Any:
     return instantiate(cfg.data, **data)
 
 
+@names_config_sources
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt_path`` on the data config's test sets with the preprocessing stored in
     the checkpoint; write scores, metrics, report. With ``fusion.ckpt_paths`` set, the fused
     system of those checkpoints is evaluated instead (see ``evaluate_fusion``)."""
+    quiet_dependencies()
     _check_eval_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -273,11 +410,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     model.set_preprocessing(preprocessing)
     claim_output_dir(cfg.paths.output_dir)
+    log.info("run directory: %s", cfg.paths.output_dir)
     log.info("preprocessing: %s", describe(preprocessing))
     datamodule = _eval_datamodule(cfg, preprocessing)
     loggers = _loggers(cfg)
     trainer = _trainer(cfg, loggers)
-    trainer.test(model, datamodule=datamodule)
+    with _interruptible(trainer):
+        trainer.test(model, datamodule=datamodule, verbose=False)
     info = {
         **provenance(cfg),
         "checkpoint": str(cfg.ckpt_path),
@@ -287,9 +426,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = build_results(model.test_outputs, datamodule, info)
     metrics: dict[str, Any] = logged_metrics(results)
     _log_results(loggers, metrics, 0)
-    if "test/eer" in metrics and is_global_zero():
-        print(f"test EER: {100 * metrics['test/eer']:.2f}%")
-    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info)
+    headline = None
+    if "test/eer" in metrics:
+        headline = f"test EER: {100 * metrics['test/eer']:.2f}%  (checkpoint: {cfg.ckpt_path})"
+    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info, headline)
 
 
 def _score_systems(
@@ -317,6 +457,7 @@ def _score_systems(
     return dev_outputs, test_outputs, systems, skipped
 
 
+@names_config_sources
 def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
     """Score every checkpoint of ``fusion.ckpt_paths`` on the data config's ``val`` selection
     (the dev set) and test sets, fit ``fusion.method`` on the dev scores, and evaluate the fused
@@ -339,11 +480,11 @@ def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
         models.append(model)
     rates = {p: m.preprocessing.sample_rate for p, m in zip(paths, models, strict=True)}
     if len(set(rates.values())) > 1:
-        raise ValueError(f"fused systems must share a sample rate; they take {rates}")
+        raise ConfigError(f"fused systems must share a sample rate; they take {rates}")
     claim_output_dir(cfg.paths.output_dir)
     datamodule = _eval_datamodule(cfg, models[0].preprocessing)
     if not datamodule.val_specs:
-        raise ValueError("fusion is fitted on the dev set: set data.val=corpus:split")
+        raise ConfigError("fusion is fitted on the dev set: set data.val=corpus:split")
     loggers = _loggers(cfg)
     # scores the systems; only the fused system's metrics are logged
     scorer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
@@ -371,6 +512,7 @@ def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "fusion.json").write_text(json.dumps(payload, indent=2))
     _log_results(loggers, metrics, 0)
+    headline = None
     if "test/eer" in metrics:
-        print(f"test EER: {100 * metrics['test/eer']:.2f}%  ({method} fusion of {len(paths)})")
-    return _finish(cfg, datamodule, loggers, metrics, results, skipped, info)
+        headline = f"test EER: {100 * metrics['test/eer']:.2f}%  ({method} fusion of {len(paths)})"
+    return _finish(cfg, datamodule, loggers, metrics, results, skipped, info, headline)

@@ -10,10 +10,10 @@ from conftest import CONF, TINY_W2V2
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from deepfake_detect.data.datamodule import SpoofDataModule
+from deepfake_detect.errors import ConfigError
 from deepfake_detect.models.module import SpoofDetector
 from deepfake_detect.pipeline import evaluate
 
@@ -118,5 +118,5 @@ def test_debug_configs_compose(compose_cfg, debug: str) -> None:
 def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
     cfg = compose_cfg(config_name="eval")
     assert OmegaConf.is_missing(cfg, "ckpt_path")
-    with pytest.raises(MissingMandatoryValue, match="ckpt_path"):
+    with pytest.raises(ConfigError, match=r"^eval.py needs a checkpoint: python eval.py "):
         evaluate(cfg)

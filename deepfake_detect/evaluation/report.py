@@ -119,6 +119,31 @@ def benchmark_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return _md_table(header, body)
 
 
+TEXT_FIELDS = ("eer_pct", "min_tdcf", "min_dcf", "cllr", "n_bonafide", "n_spoof")
+"""The columns of the console table (:func:`text_table`); min t-DCF only when a set has it."""
+
+
+def text_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """Plain text for a terminal: one row per test set (EER %, min t-DCF, minDCF, Cllr, bona
+    fide and spoof counts), right-aligned columns, no truncated names."""
+    rows = benchmark_rows(results)
+    titles = {field: title for field, title, *_ in _BENCHMARK_SPEC}
+    columns = [f for f in TEXT_FIELDS if f != "min_tdcf" or any(r[f] is not None for r in rows)]
+    table = [["test set", *(titles[f] for f in columns)]]
+    table += [[row["test_set"], *(_cell(f, row[f]) for f in columns)] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            [
+                line[0].ljust(widths[0]),
+                *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)),
+            ]
+        )
+        for line in table
+    ]
+    return "\n".join(lines)
+
+
 def write_benchmark(out_dir: str | Path, results: Mapping[str, Mapping[str, float]]) -> str:
     """``benchmark.md``, ``.csv`` (empty cell = undefined) and ``.json`` (a list of rows)."""
     out_dir = Path(out_dir)
