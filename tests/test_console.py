@@ -68,6 +68,16 @@ def test_user_errors_are_found_under_hydras_wrappers(tmp_path: Path) -> None:
     assert isinstance(error, ConfigError)
     assert message == "data.batch_size must be a positive integer, got 'abc'"
 
+    # our error two instantiations deep (the module builds its net): the message alone
+    source = tmp_path / "nowhere"
+    cfg = compose_config(tmp_path / "run", "model=w2v2_linear", f"model.net.source={source}")
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg.model)
+    assert "InstantiationException(" in str(caught.value)  # what Hydra would print
+    error, message = find_user_error(caught.value)
+    assert type(error).__name__ == "EncoderLoadError"
+    assert message == f"encoder directory not found: {source} (check model.net.source)"
+
     # a constructor's plain ValueError for a config value: named by the config key
     cfg = compose_config(tmp_path / "run", "model=w2v2_tiny", "model.freeze=al")
     with pytest.raises(Exception) as caught:
