@@ -488,7 +488,10 @@ def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
     loggers = _loggers(cfg)
     # scores the systems; only the fused system's metrics are logged
     scorer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    dev_outputs, test_outputs, systems, skipped = _score_systems(models, paths, datamodule, scorer)
+    with _interruptible(scorer):
+        dev_outputs, test_outputs, systems, skipped = _score_systems(
+            models, paths, datamodule, scorer
+        )
 
     _, dev_scores, dev_labels = align_scores(dev_outputs)
     fusion.fit(dev_scores, dev_labels)
