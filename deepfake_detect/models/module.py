@@ -57,6 +57,8 @@ class SpoofDetector(L.LightningModule):
     starts and is never part of this module's checkpoint. ``preprocessing`` is the input
     contract (:class:`~deepfake_detect.data.preprocessing.Preprocessing` fields); the pipeline
     sets it from the data config before fitting, and it is saved with the weights.
+    ``batch_size`` is the model config's memory-safe training batch (4 s crops), which the data
+    config's ``batch_size`` defaults to; the module itself does not use it.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class SpoofDetector(L.LightningModule):
         loss: Mapping[str, Any] | None = None,
         distill: Mapping[str, Any] | None = None,
         preprocessing: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
