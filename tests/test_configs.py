@@ -188,7 +188,6 @@ def test_wandb_is_optional(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None
     instantiate(compose_cfg("logger=csv").logger.csv)
 
 
-@pytest.mark.slow  # about 1 min on 2 idle cores, 2-3 on busy ones
 def test_debug_overfit_drives_the_training_loss_to_zero(tiny_la: Path, tmp_path: Path) -> None:
     cfg = compose_config(
         tmp_path / "run",
