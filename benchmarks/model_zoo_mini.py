@@ -83,7 +83,7 @@ def run_one(name: str, minutes: float, data_dir: Path, log_dir: Path, encoder: P
         "samples_per_s": m.get("train/samples_per_s"),
         "wall_s": wall,
         "run": str(run),
-        "sets": sets,
+        "sets": {name: record["metrics"] for name, record in sets.items()},
     }
 
 
