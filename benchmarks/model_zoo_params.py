@@ -19,22 +19,24 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 CLIP_SAMPLES = 4 * 16000
 # name -> (config file, Hydra overrides of its net)
 MODELS: dict[str, tuple[str, list[str]]] = {
     "rawnet2": ("rawnet2", []),
     "lcnn": ("lcnn", []),
-    "lcnn-small": ("lcnn", ["net.width=0.55", "net.lstm=false"]),
+    "lcnn-small": ("lcnn", ["model.net.width=0.55", "model.net.lstm=false"]),
     "aasist": ("aasist", []),
     "aasist-l": ("aasist_l", []),
 }
 
 
 def build(config_name: str, overrides: list[str]) -> nn.Module:
+    """The net of ``model=<config_name>`` as the train config composes it."""
+    args = ["~experiment", f"model={config_name}", *overrides]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        config = compose(config_name=config_name, overrides=overrides)
-    return instantiate(config.net).eval()
+        config = compose(config_name="train", overrides=args)
+    return instantiate(config.model.net).eval()
 
 
 def ms_per_clip(net: nn.Module, batch: int, repeats: int, warmup: int) -> float:
