@@ -29,10 +29,8 @@ class AudioError(ValueError):
 
 @dataclass
 class ScanReport:
-    """What the scan found: files resampled or down-mixed, files that cannot be used."""
+    """What the scan found: the files that cannot be used."""
 
-    resampled: int = 0
-    downmixed: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of unreadable, empty, truncated or non-finite files."""
 
