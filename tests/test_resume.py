@@ -285,9 +285,16 @@ class Regressor(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def _fit(out: Path, max_epochs: int, ckpt_path: Path | None = None, **options) -> Regressor:
+def _fit(
+    out: Path,
+    max_epochs: int,
+    ckpt_path: Path | None = None,
+    rng_state: bool = True,
+    **options,
+) -> Regressor:
     L.seed_everything(0)
     model = Regressor(**options)
+    callbacks = [ModelCheckpoint(dirpath=out, filename="last", monitor=None)]
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=max_epochs,
@@ -295,7 +302,7 @@ def _fit(out: Path, max_epochs: int, ckpt_path: Path | None = None, **options) -
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=out, filename="last", monitor=None), RNGState()],
+        callbacks=[*callbacks, RNGState()] if rng_state else callbacks,
     )
     trainer.fit(model, ckpt_path=ckpt_path)
     return model
@@ -327,25 +334,10 @@ def test_lightning_resume_sets_the_restored_epoch_and_continues_exactly(
 
 def test_without_rng_state_the_dropout_masks_differ(tmp_path: Path) -> None:
     """The control: the same resume, but seed_everything's state is the one in force."""
-
-    def fit(out: Path, max_epochs: int, ckpt_path: Path | None = None) -> Regressor:
-        L.seed_everything(0)
-        model = Regressor()
-        trainer = L.Trainer(
-            default_root_dir=out,
-            max_epochs=max_epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[ModelCheckpoint(dirpath=out, filename="last", monitor=None)],
-        )
-        trainer.fit(model, ckpt_path=ckpt_path)
-        return model
-
-    full = fit(tmp_path / "full", max_epochs=3)
-    fit(tmp_path / "part", max_epochs=1)
-    resumed = fit(tmp_path / "part", max_epochs=3, ckpt_path=tmp_path / "part" / "last.ckpt")
+    full = _fit(tmp_path / "full", max_epochs=3, rng_state=False)
+    _fit(tmp_path / "part", max_epochs=1, rng_state=False)
+    last = tmp_path / "part" / "last.ckpt"
+    resumed = _fit(tmp_path / "part", max_epochs=3, ckpt_path=last, rng_state=False)
     assert not torch.equal(full.net[0].weight, resumed.net[0].weight)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake_detect.data.corpora.base import name_some
 from deepfake_detect.data.manifest import Utterance
 from deepfake_detect.evaluation.summary import (
     BONAFIDE_INDEX,
@@ -41,7 +42,6 @@ FLAG_NAMES = {FLAG_SILENT: "silent", FLAG_SHORT: "short (tiled)", FLAG_WINDOWED:
 TIED_WARNING = 0.5
 """Warn when more than this share of a set's scores tie with another score (a quantized or
 saturated model): EER then depends on how ties are broken."""
-NAMED = 5
 
 
 @dataclass
@@ -96,9 +96,7 @@ def _notes(result: TestSetResult) -> list[str]:
     ):
         rows = result.flagged(flag)
         if rows:
-            named = ", ".join(row.path for row in rows[:NAMED])
-            more = f" and {len(rows) - NAMED} more" if len(rows) > NAMED else ""
-            notes.append(f"{len(rows)} utterances {what}: {named}{more}")
+            notes.append(f"{len(rows)} utterances {what}: {name_some([r.path for r in rows])}")
     if result.scores.size:
         tied = tied_fraction(result.scores[result.counted])
         if tied > TIED_WARNING:

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from deepfake_detect.data.corpora.base import name_some
 from deepfake_detect.data.preprocessing import Preprocessing
 from deepfake_detect.evaluation.record import FLAG_SHORT, FLAG_SILENT, FLAG_WINDOWED
 from deepfake_detect.evaluation.summary import summarize_scores
@@ -218,11 +219,12 @@ class SpoofDetector(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         return getattr(datamodule, "bad_audio", "fail")
 
-    def _non_finite(self, stage: str, what: str, paths: list[str], skipped: str) -> None:
+    def _non_finite(
+        self, stage: str, what: str, paths: list[str], skipped: str, count: int
+    ) -> None:
         """Stop naming the files (``bad_audio=fail``), or skip and count (``skip``): the
-        ``skipped`` count of ``metrics.json`` goes up by one (a batch) or by the files."""
-        named = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        message = f"{stage}: non-finite {what} from {named}"
+        ``skipped`` count of ``metrics.json`` goes up by ``count`` (batches or files)."""
+        message = f"{stage}: non-finite {what} from {name_some(paths)}"
         if self._policy() == "fail":
             raise NonFiniteError(
                 f"{message}. Check these files (their samples, their scale with "
@@ -230,9 +232,7 @@ class SpoofDetector(L.LightningModule):
             )
         log.warning("%s: %s", message, skipped)
         key = f"{stage} non-finite {what} ({skipped})"
-        self.skipped[key] = self.skipped.get(key, 0) + (
-            1 if skipped.startswith("batch") else len(paths)
-        )
+        self.skipped[key] = self.skipped.get(key, 0) + count
 
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
@@ -251,7 +251,7 @@ class SpoofDetector(L.LightningModule):
             # name the items whose own score is not finite (all of them if every score is)
             culprits = ~torch.isfinite(score.detach())
             indices = batch["index"][culprits] if bool(culprits.any()) else batch["index"]
-            self._non_finite("train", "loss", self._paths("train", indices), "batches skipped")
+            self._non_finite("train", "loss", self._paths("train", indices), "batches skipped", 1)
             return None
         acc = ((score >= 0).long() == labels).float().mean()
         size = labels.numel()
@@ -306,7 +306,7 @@ class SpoofDetector(L.LightningModule):
         keep = torch.isfinite(score)
         if not bool(keep.all()):
             paths = self._paths(stage, batch["index"][~keep], dataloader_idx)
-            self._non_finite(stage, "scores", paths, "files skipped")
+            self._non_finite(stage, "scores", paths, "files skipped", len(paths))
         collector.update(batch["index"][keep], score[keep], labels[keep], self._flags(batch)[keep])
         if loss is not None and torch.isfinite(loss):
             self.log(
