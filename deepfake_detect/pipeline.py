@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake_detect.augment.chain import build_augmentation, describe_augmentation
 from deepfake_detect.console import announce, quiet_dependencies
 from deepfake_detect.data.corpora.base import CorpusPathError
 from deepfake_detect.data.preprocessing import Preprocessing, describe, resolve_preprocessing
@@ -298,9 +299,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     claim_output_dir(cfg.paths.output_dir, resume)
     log.info("run directory: %s", cfg.paths.output_dir)
     model: SpoofDetector = instantiate(cfg.model)
+    waves, masking = build_augmentation(cfg.get("augment"))
     datamodule = instantiate(cfg.data)
+    datamodule.transforms.extend(waves)
+    if masking is not None:
+        try:
+            model.scorer.net.set_feature_augment(masking)
+        except ValueError as exc:
+            raise ConfigError(f"augment: {exc}") from None
     model.set_preprocessing(datamodule.preprocessing)
     log.info("preprocessing: %s", describe(datamodule.preprocessing))
+    log.info("augmentation (training only): %s", describe_augmentation(waves, masking))
     loggers = _loggers(cfg)
     trained = bool(cfg.get("train", True))
     trainer = _trainer(cfg, loggers, _no_validation(cfg, datamodule) if trained else None)

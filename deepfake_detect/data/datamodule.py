@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch.utils.data import DataLoader
 
+from deepfake_detect.augment.base import AugmentContext
 from deepfake_detect.data.audio import check_policy, count_conversions
 from deepfake_detect.data.corpora.base import Corpus, CorpusPathError, check_unique_ids, name_some
 from deepfake_detect.data.dataset import (
@@ -331,11 +332,21 @@ class SpoofDataModule(L.LightningDataModule):
                 counts = class_counts(self.train_rows)
                 if min(counts.values()) == 0:
                     raise CorpusError(f"training set has a class with no examples: {counts}")
+                self._prepare_transforms()
             self.val_rows = self._gather(self.val_specs)
         if stage in (None, "fit", "test"):
             pairs = zip(self.test_names, self.test_specs, strict=True)
             self.test_sets = {name: self.rows(spec) for name, spec in pairs}
         self._write_manifests()
+
+    def _prepare_transforms(self) -> None:
+        """Bind the augmentations to the training rows (babble draws bona fide talkers from
+        them; simulated rooms are built here, once, before the loader workers start)."""
+        context = AugmentContext(self.preprocessing.sample_rate, self.train_rows)
+        for transform in self.transforms:
+            prepare = getattr(transform, "prepare", None)
+            if callable(prepare):
+                prepare(context)
 
     def set_preprocessing(self, preprocessing: Preprocessing) -> None:
         """Serve data under another contract (evaluation adopts the checkpoint's)."""

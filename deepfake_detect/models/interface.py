@@ -15,12 +15,16 @@ together.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 MAX_PROBE_LEN = 1 << 16
+
+FeatureAugment = Callable[[Tensor, Tensor | None], Tensor]
+"""Feature masking in training: ``(features [B, T, F], valid frames [B]) -> features``."""
 
 
 class SpoofNet(ABC, nn.Module):
@@ -48,6 +52,16 @@ class SpoofNet(ABC, nn.Module):
         without a pretrained encoder only accept ``none``."""
         if mode != "none":
             raise ValueError(f"{type(self).__name__} has no encoder to freeze (freeze={mode!r})")
+
+    def set_feature_augment(self, augment: FeatureAugment | None) -> None:
+        """Mask features in training (SpecAugment: ``augment(features [B, T, F], frames [B])``).
+        Only nets with a spectrogram front end or an SSL encoder take it; None removes it."""
+        if augment is not None:
+            raise ValueError(
+                f"{type(self).__name__} has neither a spectrogram front end nor an SSL encoder: "
+                "SpecAugment does not apply to it (use waveform augmentations, e.g. "
+                "augment=rawboost)"
+            )
 
     def rebuild_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
         """The net config stored in checkpoints: it must rebuild this architecture without

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deepfake_detect.data.preprocessing import DEFAULT_SAMPLE_RATE
-from deepfake_detect.models.interface import SpoofNet
+from deepfake_detect.models.interface import FeatureAugment, SpoofNet
 from deepfake_detect.models.layers import apply_mask, masked_mean, pooled_lengths, sequence_mask
 
 Frontend = Literal["lfcc", "logmel", "linear"]
@@ -220,10 +220,18 @@ class LCNN(SpoofNet):
             else None
         )
         self.out_layer = nn.Linear(self.embedding_dim, 2)
+        self.feature_augment: FeatureAugment | None = None
+
+    def set_feature_augment(self, augment: FeatureAugment | None) -> None:
+        """SpecAugment on the front end's features [B, frames, dims], in training only."""
+        self.feature_augment = augment
 
     def embed(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
-        x = self.frontend(waveform, lengths).unsqueeze(1)  # [B, 1, frames, dims]
+        features = self.frontend(waveform, lengths)
         frames = self.frontend.frame_lengths(lengths)
+        if self.training and self.feature_augment is not None:
+            features = self.feature_augment(features, frames)
+        x = features.unsqueeze(1)  # [B, 1, frames, dims]
         for layer in self.cnn:
             if isinstance(layer, nn.Conv2d) and layer.kernel_size[0] > 1 and frames is not None:
                 x = apply_mask(x, sequence_mask(frames, x.shape[2])[:, None, :, None])

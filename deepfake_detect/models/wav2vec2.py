@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from deepfake_detect.models.interface import SpoofNet
+from deepfake_detect.models.interface import FeatureAugment, SpoofNet
 
 FREEZE_MODES = ("none", "feature_encoder", "all")
 POOLINGS = ("mean", "max", "stats")
@@ -332,15 +332,42 @@ class Wav2Vec2Net(SpoofNet):
         states = out.hidden_states if all_layers else (out.last_hidden_state,)
         return states, frame_mask(self.encoder, lengths, states[-1].shape[1])
 
+    def set_feature_augment(self, augment: FeatureAugment | None) -> None:
+        """SpecAugment. While the encoder trains, its own masking does the job (masked frames
+        replaced by the learned ``masked_spec_embed``, as in pre-training), with the augment's
+        ``mask_time_prob`` / ``mask_time_length`` / ``mask_feature_prob``; while it is frozen
+        (eval mode, no masking), ``augment`` masks the frames the head reads."""
+        self.feature_augment = augment
+        if augment is not None and self._encoder_masks():
+            config = self.encoder.config
+            config.apply_spec_augment = True
+            config.mask_time_prob = float(getattr(augment, "mask_time_prob", 0.05))
+            config.mask_time_length = int(getattr(augment, "mask_time_length", 10))
+            config.mask_feature_prob = float(getattr(augment, "mask_feature_prob", 0.0))
+            config.mask_feature_length = int(getattr(augment, "mask_feature_length", 10))
+
+    def _encoder_masks(self) -> bool:
+        """Whether the encoder can mask its own frames (it has the learned mask embedding)."""
+        return getattr(self.encoder, "masked_spec_embed", None) is not None
+
+    def _head_frames(self, frames: Tensor, mask: Tensor) -> Tensor:
+        augment = getattr(self, "feature_augment", None)
+        if augment is None or not self.training:
+            return frames
+        if self.encoder.training and self._encoder_masks():
+            return frames  # masked inside the encoder
+        return augment(frames, mask.sum(dim=1))
+
     def features(self, waveform: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The frames the head reads, [B, F, H] (the chosen layer, or the weighted sum of all),
         and the [B, F] frame mask."""
         if self.layer_weights is None:
             states, mask = self.hidden_states(waveform, lengths, all_layers=self.layer != -1)
-            return states[self.layer], mask
+            return self._head_frames(states[self.layer], mask), mask
         states, mask = self.hidden_states(waveform, lengths, all_layers=True)
         weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
-        return torch.tensordot(weights, torch.stack(states), dims=1), mask
+        summed = torch.tensordot(weights, torch.stack(states), dims=1)
+        return self._head_frames(summed, mask), mask
 
     def rebuild_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
         """The net config that rebuilds this architecture without downloading anything
