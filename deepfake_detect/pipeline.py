@@ -46,6 +46,7 @@ from deepfake_detect.evaluation.report import (
     write_metrics,
     write_test_report,
 )
+from deepfake_detect.evaluation.robustness import build_plan, evaluate_robustness
 from deepfake_detect.evaluation.summary import summarize_scores
 from deepfake_detect.fusion import align_scores, build_fusion
 from deepfake_detect.models.checkpoint import read_checkpoint
@@ -402,9 +403,12 @@ def _eval_datamodule(cfg: DictConfig, preprocessing: Preprocessing) -> Any:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt_path`` on the data config's test sets with the preprocessing stored in
     the checkpoint; write scores, metrics, report. With ``fusion.ckpt_paths`` set, the fused
-    system of those checkpoints is evaluated instead (see ``evaluate_fusion``)."""
+    system of those checkpoints is evaluated instead (see ``evaluate_fusion``). With
+    ``robustness`` set, the test sets are then scored again under each of its conditions
+    (:mod:`deepfake_detect.evaluation.robustness`)."""
     quiet_dependencies()
     _check_eval_config(cfg)
+    robustness = build_plan(cfg)  # bad conditions fail here, before anything is scored
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     fusion = cfg.get("fusion")
@@ -434,6 +438,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     results = build_results(model.test_outputs, datamodule, info)
     metrics: dict[str, Any] = logged_metrics(results)
+    if robustness is not None:
+        metrics.update(
+            evaluate_robustness(robustness, cfg, model, datamodule, results, info, loggers)
+        )
     _log_results(loggers, metrics, 0)
     headline = None
     if "test/eer" in metrics:

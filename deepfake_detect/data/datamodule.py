@@ -176,6 +176,11 @@ class SpoofDataModule(L.LightningDataModule):
             instantiate(t) if isinstance(t, (Mapping, DictConfig)) else t for t in transforms or ()
         ]
         """Train-only waveform transforms (``WaveTransform``), applied in the loader workers."""
+        self.test_transforms: dict[str, list[Any]] = {}
+        """Per test set name: waveform transforms applied to every item of its test loader (a
+        test-time condition, :mod:`deepfake_detect.evaluation.robustness`; empty for a normal
+        test), each item with ``numpy.random.default_rng([test_transform_seed, row index])``."""
+        self.test_transform_seed = 0
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -422,7 +427,7 @@ class SpoofDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def _eval_loader(self, rows: list[Utterance]) -> DataLoader:
+    def _eval_loader(self, rows: list[Utterance], transforms: Sequence[Any] = ()) -> DataLoader:
         dataset = SpoofDataset(
             rows,
             self.preprocessing.sample_rate,
@@ -430,6 +435,8 @@ class SpoofDataModule(L.LightningDataModule):
             random_crop=False,
             pad="none",
             bad_audio=self.bad_audio,
+            transforms=transforms,
+            transform_seed=self.test_transform_seed if transforms else None,
         )
         return self._loader(
             dataset, self.eval_batch_size, sampler=OrderedSampler(longest_first(rows))
@@ -458,4 +465,7 @@ class SpoofDataModule(L.LightningDataModule):
         return self._eval_loader(self.val_rows) if self.val_rows else []
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(rows) for rows in self.test_sets.values()]
+        return [
+            self._eval_loader(rows, self.test_transforms.get(name, ()))
+            for name, rows in self.test_sets.items()
+        ]

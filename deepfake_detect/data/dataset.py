@@ -45,6 +45,12 @@ class SpoofDataset(Dataset):
     train-only ``transforms`` run on it, then the crop or pad rule. Evaluation: the whole file,
     or its first ``max_len`` samples (read by seeking too).
 
+    ``transform_seed`` (evaluation under a test-time condition, see
+    :mod:`deepfake_detect.evaluation.robustness`): an item requested by its plain row index
+    draws its transforms from ``numpy.random.default_rng([transform_seed, index])``, so the same
+    seed and row always give the same audio; without it such an item draws from torch's global
+    RNG. Keys with an item seed (training) are unaffected.
+
     An unusable file raises (``bad_audio="fail"``) or is returned as an error item that
     :func:`collate_waveforms` drops and reports (``bad_audio="skip"``). Items carry a
     ``silent`` flag (digital silence, dither only, cancelling channels).
@@ -59,6 +65,7 @@ class SpoofDataset(Dataset):
         pad: str = "none",
         bad_audio: str = "fail",
         transforms: Sequence[WaveTransform] = (),
+        transform_seed: int | None = None,
     ) -> None:
         self.rows = list(rows)
         self.sample_rate = sample_rate
@@ -67,6 +74,7 @@ class SpoofDataset(Dataset):
         self.pad = pad
         self.bad_audio = check_policy(bad_audio)
         self.transforms = list(transforms)
+        self.transform_seed = transform_seed
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -88,9 +96,13 @@ class SpoofDataset(Dataset):
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, seed = (key, None) if isinstance(key, int) else (int(key[0]), int(key[1]))
         row = self.rows[index]
-        rng = _item_rng(seed) if self.random_crop or self.transforms else None
+        rng = None
+        if seed is None and self.transform_seed is not None and self.transforms:
+            rng = np.random.default_rng([self.transform_seed, index])
+        elif self.random_crop or self.transforms:
+            rng = _item_rng(seed)
         try:
-            wave = self._read(row, rng)
+            wave = self._read(row, rng if self.random_crop else None)
         except AudioError as exc:
             if self.bad_audio == "fail":
                 raise AudioError(
