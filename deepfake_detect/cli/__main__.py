@@ -1,0 +1,3 @@
+from deepfake_detect.cli import main
+
+raise SystemExit(main())
