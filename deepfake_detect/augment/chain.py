@@ -20,6 +20,7 @@ from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from deepfake_detect.augment.base import Augmentation, AugmentConfigError, OneOf
 from deepfake_detect.augment.spec import SpecAugment
@@ -30,7 +31,12 @@ def _build(entry: Any, key: str) -> Any:
     if isinstance(entry, (Augmentation, SpecAugment)):
         return entry
     if isinstance(entry, DictConfig):
-        entry = OmegaConf.to_container(entry, resolve=True)
+        try:
+            entry = OmegaConf.to_container(entry, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as exc:
+            full = str(exc.full_key)
+            where = full if full.startswith(f"{key}.") else f"{key}.{exc.key}"
+            raise ConfigError(f"{where}: required, but not set (???): set {where}=...") from None
     if not isinstance(entry, Mapping) or "_target_" not in entry:
         raise ConfigError(f"{key}: expected a config with a _target_, got {entry!r}")
     options = {k: v for k, v in entry.items() if k != "_target_"}

@@ -125,7 +125,9 @@ def telephone_band(
     sos = signal.butter(
         4, [low, min(high, sample_rate / 2 * 0.99)], "bandpass", fs=sample_rate, output="sos"
     )
-    return signal.sosfiltfilt(sos, back).astype(np.float32)
+    # sosfiltfilt's default edge padding (3 * (2 * sections + 1)) needs a longer input
+    padlen = min(3 * (2 * len(sos) + 1), len(back) - 1)
+    return signal.sosfiltfilt(sos, back, padlen=padlen).astype(np.float32)
 
 
 class Telephone(Augmentation):
