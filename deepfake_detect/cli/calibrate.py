@@ -116,7 +116,11 @@ def config_trials(name: str, overrides: list[str], config_dir: str) -> list[tupl
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose("train", [f"data={name}", *overrides, "data.manifest_dir=null"])
     except HydraException as exc:
-        raise DetectError(f"--data {name}: {str(exc).splitlines()[0]}") from None
+        known = sorted(p.stem for p in (Path(config_dir) / "data").glob("*.yaml"))
+        raise DetectError(
+            f"--data {name}: {str(exc).splitlines()[0]} (data configs: {', '.join(known)}; or "
+            "give a .csv / .tsv manifest)"
+        ) from None
     finally:
         GlobalHydra.instance().clear()
     datamodule = instantiate(cfg.data)
@@ -167,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         + (f" ({len(skipped)} files skipped)" if skipped else ""),
         f"dev EER: {100 * dev['eer']:.2f}% (at score {dev['eer_threshold']:.4g}); "
         f"Cllr of the calibrated LLRs: {dev['cllr']:.3f} bits",
-        f"map: llr = {calibration.scale:.4g} * score + {calibration.offset:.4g}",
+        f"map: llr = {calibration.scale:.4g} * score {'-' if calibration.offset < 0 else '+'} "
+        f"{abs(calibration.offset):.4g}",
         f"threshold: score {calibration.threshold:.4g} ({method}"
         + ("" if value is None else f" {value}")
         + f"), LLR {llr:.3g}; p_spoof 0.5 there (operating bona fide prior "
