@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,10 +31,13 @@ from deepfake_detect.inference.calibration import (
 from deepfake_detect.inference.detect import (
     DetectOptions,
     Detector,
+    FileResult,
+    Progress,
     collect_inputs,
     load_model,
     score_files,
 )
+from deepfake_detect.inference.semantics import SCORE_SEMANTICS
 from deepfake_detect.models.interface import SpoofNet
 from deepfake_detect.models.module import SpoofDetector
 from deepfake_detect.models.scorer import SpoofScorer
@@ -276,6 +281,25 @@ def test_user_errors_are_one_line_and_exit_2(tiny_ckpt: Path, tmp_path: Path, ca
     assert exc.value.code == 2
 
 
+def test_help_states_the_score_semantics() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "deepfake_detect.cli", "detect", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert SCORE_SEMANTICS.splitlines()[1].strip() in out and "p_spoof" in out
+
+
+def test_progress_line() -> None:
+    stream = io.StringIO()
+    progress = Progress(2, stream, enabled=True)
+    progress.update(FileResult("a.wav", duration=3600.0))
+    progress.update(FileResult("b.wav", reason="empty (0 frames)"))
+    progress.close()
+    assert stream.getvalue().endswith("detect: 2/2 files, 01:00:00 of audio, 0 s\n")
+
+
 def test_detect_writes_csv_and_jsonl(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     files = bad_and_good_files(tmp_path / "in")
     assert main(["detect", str(tiny_ckpt), str(tmp_path / "in"), "--no-progress"]) == 0
@@ -373,3 +397,11 @@ def test_training_stores_the_best_epochs_calibration(tmp_path: Path) -> None:
     assert CALIBRATION_KEY in saved and cal.source == f"the dev set at epoch {epoch}"
     assert cal.dev["n_bonafide"] == 6 and cal.dev["n_spoof"] == 12
     assert load_model(best).calibration == cal
+    # calibrate with a data config's dev set (scored as detect scores files: in windows)
+    copy = tmp_path / "recalibrated.ckpt"
+    data = ["--set", f"data.corpora.asvspoof2019_la.root={root}", "--set", "data.num_workers=0"]
+    args = ["calibrate", str(best), "--data", "asvspoof2019_la", *data, "-o", str(copy)]
+    assert main([*args, "--bayes-prior", "0.5"]) == 0
+    again = load_model(copy).calibration
+    assert again is not None and again.method == "bayes" and again.source.startswith("data=")
+    assert (again.dev["n_bonafide"], again.dev["n_spoof"]) == (6, 12)

@@ -114,7 +114,8 @@ def config_trials(name: str, overrides: list[str], config_dir: str) -> list[tupl
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            cfg = compose("train", [f"data={name}", *overrides, "data.manifest_dir=null"])
+            overrides = ["~experiment", f"data={name}", *overrides, "data.manifest_dir=null"]
+            cfg = compose("train", overrides)
     except HydraException as exc:
         known = sorted(p.stem for p in (Path(config_dir) / "data").glob("*.yaml"))
         raise DetectError(
