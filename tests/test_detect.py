@@ -210,12 +210,15 @@ def bad_and_good_files(folder: Path) -> dict[str, Path]:
     garbage = folder / "garbage.wav"
     folder.mkdir(parents=True, exist_ok=True)
     garbage.write_bytes(b"RIFF? no, just bytes " * 50)
+    truncated = write(folder / "truncated.flac", tone(3.0, seed=7))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     return {
         "good_a": write(folder / "good_a.wav", tone(1.3, seed=5)),
         "garbage": garbage,
         "empty": write(folder / "empty.wav", np.zeros(0, np.float32)),
         "zeros": write(folder / "zeros.flac", np.zeros(RATE, np.float32)),
         "nan": write(folder / "nan.wav", nan, subtype="FLOAT"),
+        "truncated": truncated,
         "good_b": write(folder / "sub" / "good_b.flac", tone(0.2, seed=6, bonafide=False)),
     }
 
@@ -231,6 +234,7 @@ def test_bad_files_are_reported_and_skipped(tiny_ckpt: Path, tmp_path: Path) -> 
     assert reasons["empty"] == "empty (0 frames)"
     assert reasons["zeros"].startswith("silent")
     assert reasons["nan"] == "contains NaN or infinite samples"
+    assert reasons["truncated"].startswith("truncated or corrupt")
     assert reasons["missing"] == "not found"
     for r in results:
         assert (r.score is not None) == (r.reason is None)
@@ -318,8 +322,8 @@ def test_detect_writes_csv_and_jsonl(tiny_ckpt: Path, tmp_path: Path, capsys) ->
     ]
     scored = [r for r in rows if not r["reason"]]
     assert len(scored) == 2 and all(r["decision"] for r in scored)
-    assert "scored 2 of 6 files" in captured.err and "uncalibrated" in captured.err
-    assert "skipped 4" in captured.err
+    assert "scored 2 of 7 files" in captured.err and "uncalibrated" in captured.err
+    assert "skipped 5" in captured.err
     out = tmp_path / "out.jsonl"
     good = str(files["good_a"])
     assert main(["detect", str(tiny_ckpt), good, "-o", str(out), "--hop", "0.1"]) == 0

@@ -47,7 +47,9 @@ def _mono_blocks(f: sf.SoundFile, frames: int, stats: BlockStats, name: str) -> 
         try:
             data = f.read(frames, dtype="float32", always_2d=True)
         except Exception as exc:  # soundfile raises several types for corrupt data
-            raise AudioError(f"cannot decode {name} after {stats.frames} frames: {exc}") from exc
+            raise AudioError(
+                f"{name}: truncated or corrupt (decoding fails past frame {stats.frames}: {exc})"
+            ) from exc
         if data.shape[0] == 0:
             return
         if not np.isfinite(data).all():
