@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from conftest import TINY_SIZES, compose_config, la_data_overrides, tone, write_la_corpus
 from torch import Tensor
 
+from deepfake_detect.callbacks.calibration import StoreCalibration
 from deepfake_detect.cli import main
 from deepfake_detect.data.audio import load_mono
 from deepfake_detect.data.preprocessing import Preprocessing, windows
@@ -409,3 +411,33 @@ def test_training_stores_the_best_epochs_calibration(tmp_path: Path) -> None:
     again = load_model(copy).calibration
     assert again is not None and again.method == "bayes" and again.source.startswith("data=")
     assert (again.dev["n_bonafide"], again.dev["n_spoof"]) == (6, 12)
+
+
+def test_the_callback_stores_the_calibration_of_the_saved_step(caplog) -> None:
+    callback = StoreCalibration(threshold="target_far", value=0.05, reject_band=0.2)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        fast_dev_run=False,
+        checkpoint_callbacks=[object()],
+        current_epoch=3,
+        global_step=40,
+    )
+    scores, labels = gaussian_dev(200, 300)
+    module = SimpleNamespace(val_outputs={"scores": scores, "labels": labels})
+    callback.on_validation_end(trainer, module)
+    checkpoint: dict = {}
+    callback.on_save_checkpoint(trainer, module, checkpoint)
+    cal = stored_calibration(checkpoint)
+    assert cal == fit_calibration(scores, labels, "target_far", 0.05, 0.2, source=cal.source)
+    assert cal.source == "the dev set at epoch 3"
+    trainer.global_step = 41  # a checkpoint of another step gets none
+    later: dict = {}
+    callback.on_save_checkpoint(trainer, module, later)
+    assert CALIBRATION_KEY not in later
+    module.val_outputs = {"scores": scores, "labels": np.zeros_like(labels)}
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            callback.on_validation_end(trainer, module)
+    assert caplog.text.count("no calibration stored") == 1
+    callback.on_save_checkpoint(trainer, module, later)
+    assert CALIBRATION_KEY not in later

@@ -28,7 +28,9 @@ class StoreCalibration(Callback):
     ``bayes``, ``fixed``; ``value``: its rate, prior or score) and the default reject band;
     checkpoints saved at that step store it under ``calibration``. Dev scores that cannot be
     calibrated (one class, a model that ranks them the wrong way) leave the checkpoint without
-    one, with a warning; ``deepfake-detect calibrate`` can add it later."""
+    one, with a warning (the first time in a fit); ``deepfake-detect calibrate`` can add it
+    later. Nothing is fitted when no checkpoint will be saved (``fast_dev_run``, no checkpoint
+    callback)."""
 
     def __init__(
         self,
@@ -39,11 +41,12 @@ class StoreCalibration(Callback):
         self.threshold, self.value = threshold, value
         self.reject_band = check_reject_band(reject_band)
         self._latest: tuple[int, dict[str, Any]] | None = None
+        self._warned = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._latest = None
-        if trainer.sanity_checking:
-            return
+        if trainer.sanity_checking or trainer.fast_dev_run or not trainer.checkpoint_callbacks:
+            return  # no checkpoint will be saved
         outputs = getattr(pl_module, "val_outputs", None) or {}
         scores, labels = outputs.get("scores"), outputs.get("labels")
         if scores is None or labels is None or len(scores) == 0:
@@ -58,7 +61,16 @@ class StoreCalibration(Callback):
                 source=f"the dev set at epoch {trainer.current_epoch}",
             )
         except CalibrationError as exc:
-            log.warning("epoch %d: no calibration stored: %s", trainer.current_epoch, exc)
+            # once per fit: debug runs validate on a handful of trials every epoch
+            level = logging.DEBUG if self._warned else logging.WARNING
+            self._warned = True
+            log.log(
+                level,
+                "epoch %d: no calibration stored in its checkpoint (%s); "
+                "`deepfake-detect calibrate` can add one",
+                trainer.current_epoch,
+                exc,
+            )
             return
         self._latest = (trainer.global_step, calibration.to_dict())
 
