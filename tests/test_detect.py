@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,6 @@ from deepfake_detect.inference.calibration import (
 from deepfake_detect.inference.detect import (
     DetectOptions,
     Detector,
-    FileResult,
     Progress,
     collect_inputs,
     load_model,
@@ -297,13 +297,16 @@ def test_help_states_the_score_semantics() -> None:
     assert SCORE_SEMANTICS.splitlines()[1].strip() in out and "p_spoof" in out
 
 
-def test_progress_line() -> None:
+def test_progress_line(tmp_path: Path) -> None:
     stream = io.StringIO()
     progress = Progress(2, stream, enabled=True)
-    progress.update(FileResult("a.wav", duration=3600.0))
-    progress.update(FileResult("b.wav", reason="empty (0 frames)"))
+    path = write(tmp_path / "a.wav", tone(61.0))
+    options = DetectOptions(block_seconds=20.0)
+    for result in score_files(energy_detector(), [str(path), "gone.wav"], options, progress.audio):
+        progress.update(result)
     progress.close()
-    assert stream.getvalue().endswith("detect: 2/2 files, 01:00:00 of audio, 0 s\n")
+    last = stream.getvalue().split("\r")[-1]
+    assert re.fullmatch(r"detect: 2/2 files, 00:01:01 of audio read, \d+ s\n", last)
 
 
 def test_detect_writes_csv_and_jsonl(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:

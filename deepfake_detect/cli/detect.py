@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     stream = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
         writer = ResultWriter(stream, output_format(args))
-        for result in score_files(detector, files, options):
+        for result in score_files(detector, files, options, progress.audio):
             writer.write(result)
             summary.add(result)
             progress.update(result)

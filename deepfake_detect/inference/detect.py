@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -273,7 +273,12 @@ class _Pending:
 
 
 def _file_windows(
-    pending: _Pending, sample_rate: int, window: int, hop: int, block_seconds: float
+    pending: _Pending,
+    sample_rate: int,
+    window: int,
+    hop: int,
+    block_seconds: float,
+    on_audio: Callable[[float], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     if not Path(pending.path).is_file():
         raise AudioError("not found" if not Path(pending.path).exists() else "not a file")
@@ -288,6 +293,8 @@ def _file_windows(
         pending.rate, pending.header_frames = f.samplerate, max(f.frames, 0)
         cutter = WindowCutter(window, hop)
         for block in resampled_blocks(f, sample_rate, block_seconds, pending.stats):
+            if on_audio is not None:
+                on_audio(block.numel() / sample_rate)
             for start, wave in cutter.push(block):
                 pending.starts.append(start)
                 yield wave
@@ -359,9 +366,13 @@ def _finish(pending: _Pending, detector: Detector, options: DetectOptions) -> Fi
 
 
 def score_files(
-    detector: Detector, files: Sequence[str], options: DetectOptions | None = None
+    detector: Detector,
+    files: Sequence[str],
+    options: DetectOptions | None = None,
+    on_audio: Callable[[float], None] | None = None,
 ) -> Iterator[FileResult]:
-    """Score ``files`` in order, one :class:`FileResult` each (as soon as it is complete)."""
+    """Score ``files`` in order, one :class:`FileResult` each (as soon as it is complete).
+    ``on_audio`` is called with the seconds of each block read (progress within long files)."""
     options = options or DetectOptions()
     options.check()
     sample_rate = detector.preprocessing.sample_rate
@@ -384,7 +395,8 @@ def score_files(
         pending = _Pending(path)
         queue.append(pending)
         try:
-            for wave in _file_windows(pending, sample_rate, window, hop, options.block_seconds):
+            cut = _file_windows(pending, sample_rate, window, hop, options.block_seconds, on_audio)
+            for wave in cut:
                 batch.add(pending, wave)
                 if len(batch.items) >= options.batch_size:
                     batch.run()
@@ -458,29 +470,37 @@ class Summary:
 
 
 class Progress:
-    """One self-rewriting line on a terminal's stderr (files, audio, elapsed); silent when
-    stderr is not a terminal."""
+    """One self-rewriting line on a terminal's stderr (files done, audio read, elapsed),
+    redrawn at most twice a second; silent when stderr is not a terminal."""
 
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total, self.done, self.seconds = total, 0, 0.0
-        self.start = self.shown = time.monotonic()
+        self.start = time.monotonic()
+        self.shown = -1.0
+
+    def audio(self, seconds: float) -> None:
+        """Audio read (resampled seconds), for progress within a long file."""
+        self.seconds += seconds
+        self._show()
 
     def update(self, result: FileResult) -> None:
         self.done += 1
-        self.seconds += result.duration or 0.0
+        self._show(force=self.done == self.total)
+
+    def _show(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self.enabled and (now - self.shown > 0.5 or self.done == self.total):
+        if self.enabled and (force or now - self.shown > 0.5):
             self.shown = now
             audio = time.strftime("%H:%M:%S", time.gmtime(self.seconds))
             self.stream.write(
-                f"\rdetect: {self.done}/{self.total} files, {audio} of audio, "
+                f"\rdetect: {self.done}/{self.total} files, {audio} of audio read, "
                 f"{now - self.start:.0f} s"
             )
             self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.done:
+        if self.enabled and self.shown >= 0:
             self.stream.write("\n")
             self.stream.flush()
