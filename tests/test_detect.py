@@ -282,6 +282,9 @@ def test_user_errors_are_one_line_and_exit_2(tiny_ckpt: Path, tmp_path: Path, ca
     bad_manifest.write_text("file,label\na.wav,spoof\n")
     assert main(["detect", str(tiny_ckpt), str(bad_manifest)]) == 2
     assert "no `path` column" in capsys.readouterr().err
+    assert main(["detect", str(tiny_ckpt), str(wav), "--hop", "9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--hop must be between" in captured.err  # before any output
     with pytest.raises(SystemExit) as exc:  # argparse: a bad option value
         main(["detect", str(tiny_ckpt), str(wav), "--aggregate", "max"])
     assert exc.value.code == 2

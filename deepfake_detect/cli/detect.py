@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = Summary()
     progress = Progress(len(files), enabled=False if args.no_progress else None)
+    results = score_files(detector, files, options, progress.audio)  # checks the options
     stream = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
         writer = ResultWriter(stream, output_format(args))
-        for result in score_files(detector, files, options, progress.audio):
+        for result in results:
             writer.write(result)
             summary.add(result)
             progress.update(result)

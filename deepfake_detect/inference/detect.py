@@ -86,7 +86,8 @@ class Detector:
         return self.calibration or UNCALIBRATED
 
     def window(self) -> int:
-        """Window length in samples: the training crop (``max_len``)."""
+        """Window length in samples: the training crop (``max_len``); for a model trained on
+        whole utterances, the evaluation window (``max_eval_len``)."""
         p = self.preprocessing
         return int(p.max_len or p.max_eval_len or DEFAULT_WINDOW_SECONDS * p.sample_rate)
 
@@ -372,7 +373,8 @@ def score_files(
     on_audio: Callable[[float], None] | None = None,
 ) -> Iterator[FileResult]:
     """Score ``files`` in order, one :class:`FileResult` each (as soon as it is complete).
-    ``on_audio`` is called with the seconds of each block read (progress within long files)."""
+    ``on_audio`` is called with the seconds of each block read (progress within long files).
+    Bad options raise here, before anything is scored."""
     options = options or DetectOptions()
     options.check()
     sample_rate = detector.preprocessing.sample_rate
@@ -384,6 +386,18 @@ def score_files(
             f"{options.hop_seconds} s"
         )
     detector.scorer.to(options.device)
+    return _scored(detector, files, options, window, hop, on_audio)
+
+
+def _scored(
+    detector: Detector,
+    files: Sequence[str],
+    options: DetectOptions,
+    window: int,
+    hop: int,
+    on_audio: Callable[[float], None] | None,
+) -> Iterator[FileResult]:
+    sample_rate = detector.preprocessing.sample_rate
     batch = _Batch(detector.scorer, options.device)
     queue: deque[_Pending] = deque()
 
