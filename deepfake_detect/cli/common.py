@@ -1,4 +1,5 @@
-"""Options that ``detect`` and ``calibrate`` share (how files are cut and scored)."""
+"""Options that subcommands share: how files are cut and scored (``detect``, ``calibrate``), and
+the review folder (``detect``, ``stream``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,43 @@ def scoring_options(args: argparse.Namespace, **extra: Any) -> Any:
     )
     options.check()
     return options
+
+
+def add_review_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("review folder")
+    group.add_argument(
+        "--review-dir",
+        metavar="DIR",
+        help=f"save {what} decided spoof or uncertain here (audio, index.jsonl, and a "
+        "manifest.csv to label and train on)",
+    )
+    group.add_argument(
+        "--review-max-mb",
+        type=float,
+        metavar="MB",
+        help="at most this much audio in the review folder (10^6 bytes); oldest dropped first",
+    )
+    group.add_argument(
+        "--review-max-items",
+        type=int,
+        metavar="N",
+        help="at most this many items in the review folder; oldest dropped first",
+    )
+
+
+def review_folder(args: argparse.Namespace, detector: Any) -> Any:
+    """The review folder the options ask for (None without --review-dir)."""
+    from deepfake_detect.inference.review import ReviewError, ReviewFolder
+
+    if not args.review_dir:
+        if args.review_max_mb is not None or args.review_max_items is not None:
+            raise ReviewError("--review-max-mb / --review-max-items need --review-dir")
+        return None
+    max_bytes = None if args.review_max_mb is None else round(args.review_max_mb * 1e6)
+    return ReviewFolder(
+        args.review_dir,
+        detector.preprocessing.sample_rate,
+        model=str(detector.path),
+        max_bytes=max_bytes,
+        max_items=args.review_max_items,
+    )

@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepfake_detect.cli.common import add_scoring_options, scoring_options
+from deepfake_detect.cli.common import (
+    add_review_options,
+    add_scoring_options,
+    review_folder,
+    scoring_options,
+)
 from deepfake_detect.inference.semantics import SCORE_SEMANTICS
 
 DESCRIPTION = """\
@@ -48,6 +53,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress line on a terminal's stderr"
     )
+    add_review_options(parser, "files")
     parser.set_defaults(run=run)
 
 
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_inputs(args.paths)
     if not files:
         raise DetectError("no audio to score: the manifests list no files")
+    review = review_folder(args, detector)
     started = time.monotonic()
     summary = Summary()
     progress = Progress(len(files), enabled=False if args.no_progress else None)
@@ -84,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
         for result in results:
             writer.write(result)
             summary.add(result)
+            if review is not None:
+                review.add_result(result)
             progress.update(result)
     finally:
         progress.close()
         if stream is not sys.stdout:
             stream.close()
     lines = summary.lines(detector, time.monotonic() - started)
+    if review is not None:
+        lines += review.lines()
     if args.output:
         lines.append(f"written to {args.output}")
     sys.stderr.write("\n".join(lines) + "\n")

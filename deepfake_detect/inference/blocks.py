@@ -1,6 +1,7 @@
 """Long audio without holding it: a file decoded in blocks, down-mixed and resampled block by
-block to exactly the samples that resampling it whole gives (:func:`resampled_blocks`), and a
-stream of samples cut into the windows :func:`~deepfake_detect.data.preprocessing.window_starts`
+block to exactly the samples that resampling it whole gives (:func:`resampled_blocks`, over a
+:class:`BlockResampler` that also takes a live stream in pieces of any size), and a stream of
+samples cut into the windows :func:`~deepfake_detect.data.preprocessing.window_starts`
 gives for the whole length (:class:`WindowCutter`). Memory stays at a block plus a window,
 whatever the file's length; the streaming scorer feeds a :class:`WindowCutter` the same way.
 """
@@ -68,46 +69,82 @@ def resampled_blocks(
 ) -> Iterator[Tensor]:
     """Mono blocks of an open file at ``target_rate`` whose concatenation equals
     ``resample(to_mono(whole file))`` (up to float rounding): each block is resampled with a
-    margin of input on both sides, cut at whole resampling periods. Raises
-    :class:`~deepfake_detect.data.audio.AudioError` for undecodable or non-finite data."""
+    margin of input on both sides, cut at whole resampling periods (:class:`BlockResampler`).
+    Raises :class:`~deepfake_detect.data.audio.AudioError` for undecodable or non-finite data."""
     stats = stats if stats is not None else BlockStats()
     rate = f.samplerate
     name = str(f.name)
     if rate == target_rate:
         yield from _mono_blocks(f, max(1, int(block_seconds * rate)), stats, name)
         return
-    g = math.gcd(rate, target_rate)
-    orig, new = rate // g, target_rate // g
-    margin = _margin(orig, new)
-    block = orig * max(1, int(block_seconds * rate) // orig)
-    source = _mono_blocks(f, block, stats, name)
-    buffer = torch.empty(0)
-    buffer_start = 0  # input frame of buffer[0]
-    start = 0  # input frame of the next block to emit (a multiple of orig)
-    ended = False
-    while True:
-        while not ended and buffer_start + buffer.numel() < start + block + margin:
-            piece = next(source, None)
-            if piece is None:
-                ended = True
-            else:
-                buffer = torch.cat([buffer, piece])
-        available = buffer_start + buffer.numel()
-        if start >= available:
-            return
-        first = max(start - margin, 0)
-        last = min(start + block + margin, available)
-        segment = buffer[first - buffer_start : last - buffer_start]
-        out = resample(segment, rate, target_rate)
-        skip = (start - first) // orig * new
-        final = ended and start + block >= available
-        yield out[skip:] if final else out[skip : skip + block // orig * new]
-        if final:
-            return
-        start += block
-        keep_from = max(start - margin, 0)
-        buffer = buffer[keep_from - buffer_start :]
-        buffer_start = keep_from
+    resampler = BlockResampler(rate, target_rate, block_seconds)
+    for piece in _mono_blocks(f, resampler.block, stats, name):
+        yield from resampler.push(piece)
+    yield from resampler.finish()
+
+
+class BlockResampler:
+    """Resamples a mono stream pushed in pieces of any size: the concatenation of what
+    :meth:`push` and :meth:`finish` return equals ``resample(whole stream)`` (up to float
+    rounding), whatever the pieces. Input is resampled in blocks of ``block`` frames (whole
+    resampling periods, about ``block_seconds``) with ``margin`` frames of context on each side,
+    so a block comes out once ``margin`` frames past its end have arrived; the samples do not
+    depend on how the input was pieced, only on ``block_seconds``. At equal rates pieces pass
+    through."""
+
+    def __init__(self, rate: int, target_rate: int, block_seconds: float = BLOCK_SECONDS) -> None:
+        self.rate, self.target_rate = rate, target_rate
+        g = math.gcd(rate, target_rate)
+        self.orig, self.new = rate // g, target_rate // g
+        self.margin = _margin(self.orig, self.new) if rate != target_rate else 0
+        self.block = self.orig * max(1, int(block_seconds * rate) // self.orig)
+        self.buffer = torch.empty(0)
+        self.buffer_start = 0  # input frame of buffer[0]
+        self.start = 0  # input frame of the next block to emit (a multiple of orig)
+        self.done = False
+
+    def _block(self, available: int, final: bool) -> Tensor:
+        first = max(self.start - self.margin, 0)
+        last = min(self.start + self.block + self.margin, available)
+        segment = self.buffer[first - self.buffer_start : last - self.buffer_start]
+        out = resample(segment, self.rate, self.target_rate)
+        skip = (self.start - first) // self.orig * self.new
+        return out[skip:] if final else out[skip : skip + self.block // self.orig * self.new]
+
+    def _advance(self) -> None:
+        self.start += self.block
+        keep_from = max(self.start - self.margin, 0)
+        self.buffer = self.buffer[keep_from - self.buffer_start :]
+        self.buffer_start = keep_from
+
+    def push(self, piece: Tensor) -> list[Tensor]:
+        """Resampled blocks that the input so far completes (possibly none)."""
+        if self.done:
+            raise RuntimeError("BlockResampler: push after finish")
+        piece = piece.reshape(-1).float()
+        if self.rate == self.target_rate:
+            return [piece] if piece.numel() else []
+        self.buffer = torch.cat([self.buffer, piece])
+        out = []
+        while self.buffer_start + self.buffer.numel() >= self.start + self.block + self.margin:
+            out.append(self._block(self.buffer_start + self.buffer.numel(), final=False))
+            self._advance()
+        return out
+
+    def finish(self) -> list[Tensor]:
+        """The rest, once the input has ended."""
+        self.done = True
+        if self.rate == self.target_rate:
+            return []
+        out = []
+        available = self.buffer_start + self.buffer.numel()
+        while self.start < available:
+            final = self.start + self.block >= available
+            out.append(self._block(available, final))
+            if final:
+                break
+            self._advance()
+        return out
 
 
 class WindowCutter:
