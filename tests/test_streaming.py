@@ -242,6 +242,13 @@ def audio_on_disk(folder: Path) -> list[str]:
     return sorted(f"audio/{p.name}" for p in (folder / "audio").iterdir())
 
 
+def write_rows(manifest: Path, rows: list[dict]) -> None:
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def index_of(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / INDEX).read_text().splitlines()]
 
@@ -320,33 +327,34 @@ def test_the_review_manifest_trains_once_labelled(
     assert all(r["label"] == "" for r in rows) and rows[0]["source"] == "call.wav"
     with pytest.raises(CorpusError, match=r"manifest.csv:2: unknown label ''"):
         ManifestCSV(folder).load("all")  # unlabelled rows are refused, naming the line
-    # a person labels the rows (and a speaker), then two more windows push the oldest out
+    # a person labels the rows (and a speaker) and deletes one row they cannot label; two
+    # more windows come: the deleted row's item is discarded, not put back, and the oldest goes
     for i, row in enumerate(rows):
         row["label"] = "spoof" if i % 2 else "bonafide"
     rows[-1]["speaker"] = "caller_1"
-    with manifest.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(manifest, rows[:2] + rows[3:])
     for _ in range(2):
         review.add_wave(torch.ones(800) / 8, score=-1.0, p_spoof=0.7, decision="spoof")
+    assert (review.counts.discarded, review.counts.dropped) == (1, 3)
     kept = {r["path"]: r for r in csv.DictReader(manifest.open())}
-    assert [kept[r["path"]]["label"] for r in rows[2:]] == ["bonafide", "spoof", "bonafide"]
+    assert list(kept) == audio_on_disk(folder) == [e["audio"] for e in index_of(folder)]
+    assert [kept[r["path"]]["label"] for r in (rows[1], rows[3], rows[4])] == [
+        "spoof",
+        "spoof",
+        "bonafide",
+    ]
     assert kept[rows[-1]["path"]]["speaker"] == "caller_1"
-    new = [p for p in kept if p not in {r["path"] for r in rows}]
+    new = list(kept)[3:]
     assert len(new) == 2 and all(kept[p]["label"] == "" for p in new)
     for path in new:
         kept[path]["label"] = "fake"  # the adapter's synonyms work too
-    with manifest.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(kept.values())
+    write_rows(manifest, list(kept.values()))
     # through the config, as training reads it: data.corpora.manifest_csv.root=<dir>
     cfg = compose_config(tmp_path / "run", f"data.corpora.manifest_csv.root={folder}")
     corpus = instantiate(cfg.data.corpora.manifest_csv)
     loaded = corpus.load("all")
     assert [Path(u.path) for u in loaded] == [folder / p for p in kept]
-    assert [u.label for u in loaded] == ["bonafide", "spoof", "bonafide", "spoof", "spoof"]
+    assert [u.label for u in loaded] == ["spoof", "spoof", "bonafide", "spoof", "spoof"]
     assert corpus.report["all"]["unlisted_audio"] == 0
     assert loaded[0].extra["source"] == "call.wav" and loaded[0].extra["kind"] == "window"
     assert all(sf.info(u.path).samplerate == RATE for u in loaded)
@@ -354,6 +362,11 @@ def test_the_review_manifest_trains_once_labelled(
     by_source = ManifestCSV(folder, split={"group": "source"})
     sources = [[u.extra.get("source") for u in by_source.load(s)] for s in ("train", "dev", "test")]
     assert sorted(x.count("call.wav") for x in sources) == [0, 0, 3]
+    # a row deleted while no run holds the folder: discarded when the folder is next opened
+    write_rows(manifest, list(kept.values())[:-1])
+    reopened = ReviewFolder(folder, RATE)
+    assert reopened.counts.discarded == 1 and len(reopened.items) == 4
+    assert audio_on_disk(folder) == [e["audio"] for e in index_of(folder)] == list(kept)[:-1]
     # detect --review-dir: whole files, at the model's rate
     clip = write(tmp_path / "in" / "a.wav", speech(1.3, 22050), 22050, "FLOAT")
     out_dir = tmp_path / "detect_review"

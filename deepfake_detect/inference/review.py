@@ -14,9 +14,13 @@ Layout of a review folder::
 The folder holds at most ``max_items`` items and ``max_bytes`` bytes of audio: the oldest items
 are dropped first (audio, index line and manifest row together). Nothing here stops scoring: an
 item larger than the whole bound is skipped, and a failed disk write (full disk, permissions) is
-warned about once and counted, never raised; the index always lists exactly the audio on disk.
-When the manifest is rewritten (items dropped), the label, attack and speaker a person has
-filled in are kept.
+warned about once and counted, never raised; the index lists exactly the audio on disk (a write
+that fails leaves no file behind; a run killed mid-write is tidied up by the next).
+
+The manifest is the person's side: new items are appended to it; when it is rewritten (items
+dropped), the label, attack and speaker filled in are kept, and a row a person deleted discards
+its item (audio and index line), so that a labelled manifest never gets unlabelled rows back.
+An existing folder is continued: its items count toward the bound, numbering goes on.
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ class ReviewCounts:
     saved: int = 0
     dropped: int = 0
     too_large: int = 0
+    discarded: int = 0
+    """Deleted from the manifest by a person."""
     failed: int = 0
 
 
@@ -128,7 +134,10 @@ class ReviewFolder:
         self.items: deque[ReviewItem] = deque(self._read_index())
         self.next_id = 1 + max((int(i.id) for i in self.items), default=0)
         self._warned = False
-        self._manifest_stale = True  # written in full at the first item
+        self._manifest_stale = not self.manifest_path.is_file()
+        # the items the manifest lists as this folder last wrote it: one of them missing from
+        # it now was deleted by a person, and is discarded
+        self._listed = set() if self._manifest_stale else {item.id for item in self.items}
         self._tidy()
 
     # -- state on disk --------------------------------------------------------------------------
@@ -161,17 +170,21 @@ class ReviewFolder:
         return items
 
     def _tidy(self) -> None:
-        """Remove audio this folder wrote that its index does not list (a run killed
-        mid-write), and rewrite the index if lines were dropped; over the bound (tightened
-        since), drop the oldest."""
-        listed = {Path(item.audio).name for item in self.items}
+        """Bring a folder left by an earlier run in line: remove audio it wrote that its index
+        does not list (a run killed mid-write), discard the items a person deleted from the
+        manifest, drop the oldest items over the bound (tightened since); rewrite the index
+        (lines of missing audio go) and, if items went, the manifest."""
+        indexed = {Path(item.audio).name for item in self.items}
         for path in self.audio_dir.iterdir():
-            if _AUDIO_NAME.match(path.name) and path.name not in listed:
+            if _AUDIO_NAME.match(path.name) and path.name not in indexed:
                 path.unlink(missing_ok=True)
-        victims = self._victims(0)
-        self._drop(victims)
+        self._discard_deleted(self._read_manifest())
+        before = self.counts.dropped + self.counts.discarded
+        self._drop(self._victims(0))
         if self.index_path.is_file() or self.items:
             self._guard(self._write_index)
+        if self.counts.dropped + self.counts.discarded > before:
+            self._manifest_stale = True
 
     def _warn(self, exc: BaseException, what: str) -> None:
         self.counts.failed += 1
@@ -207,18 +220,27 @@ class ReviewFolder:
         lines = "".join(json.dumps(asdict(item)) + "\n" for item in self.items)
         self._write_atomically(self.index_path, lines)
 
-    def _person_values(self) -> dict[str, dict[str, str]]:
-        """What a person filled in, by path, from the manifest as it is now."""
+    def _read_manifest(self) -> dict[str, dict[str, str]] | None:
+        """The manifest's rows as they are now, by path: what a person filled in (None: no
+        manifest, or one that cannot be read)."""
         if not self.manifest_path.is_file():
-            return {}
+            return None
         try:
             with self.manifest_path.open(newline="") as f:
                 return {
-                    row.get("path", ""): {c: row.get(c) or "" for c in PERSON_COLUMNS}
+                    row.get("path") or "": {c: row.get(c) or "" for c in PERSON_COLUMNS}
                     for row in csv.DictReader(f)
                 }
         except (OSError, csv.Error, UnicodeDecodeError):
-            return {}
+            return None
+
+    def _discard_deleted(self, rows: dict[str, dict[str, str]] | None) -> bool:
+        """Discard the items whose manifest row a person deleted; True if any were."""
+        if rows is None:
+            return False
+        deleted = [i for i in self.items if i.id in self._listed and i.audio not in rows]
+        self._drop(deleted, discarded=True)
+        return bool(deleted)
 
     def _manifest_text(self, rows: Iterable[dict[str, Any]], header: bool) -> str:
         out = io.StringIO()
@@ -229,13 +251,19 @@ class ReviewFolder:
         return out.getvalue()
 
     def _write_manifest(self) -> None:
-        kept = self._person_values()
+        """Rewrite the manifest from the items, keeping what a person filled in; items whose
+        row a person deleted are discarded first (and the index rewritten)."""
+        kept = self._read_manifest()
+        if self._discard_deleted(kept):
+            self._write_index()
+        kept = kept or {}
         rows = []
         for item in self.items:
             row = item.manifest_row()
             row.update({k: v for k, v in kept.get(item.audio, {}).items() if v})
             rows.append(row)
         self._write_atomically(self.manifest_path, self._manifest_text(rows, header=True))
+        self._listed = {item.id for item in self.items}
 
     # -- the bound --------------------------------------------------------------------------------
     def _victims(self, size: int) -> list[ReviewItem]:
@@ -252,14 +280,17 @@ class ReviewFolder:
             count, total = count - 1, total - item.bytes
         return victims
 
-    def _drop(self, victims: list[ReviewItem]) -> None:
+    def _drop(self, victims: list[ReviewItem], discarded: bool = False) -> None:
         for item in victims:
             self.items.remove(item)
             try:
                 (self.root / item.audio).unlink(missing_ok=True)
             except OSError as exc:
                 self._warn(exc, f"removing {item.audio}")
-            self.counts.dropped += 1
+            if discarded:
+                self.counts.discarded += 1
+            else:
+                self.counts.dropped += 1
 
     # -- adding ---------------------------------------------------------------------------------
     @staticmethod
@@ -321,13 +352,16 @@ class ReviewFolder:
             return None
         self.next_id += 1
         victims = self._victims(size)
+        rewrite = bool(victims)
+        if (victims or self._manifest_stale) and self._discard_deleted(self._read_manifest()):
+            victims, rewrite = self._victims(size), True
         self._drop(victims)
         try:
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             self._warn(exc, f"writing {final.name}")
-            if victims:
+            if rewrite:
                 self._guard(self._write_index)
             return None
         item = ReviewItem(
@@ -346,7 +380,7 @@ class ReviewFolder:
         )
         self.items.append(item)
         try:
-            if victims or not self.index_path.is_file():
+            if rewrite or not self.index_path.is_file():
                 self._write_index()
             else:
                 with self.index_path.open("a") as f:
@@ -358,11 +392,12 @@ class ReviewFolder:
             return None
         self.counts.saved += 1
         try:
-            if victims or self._manifest_stale or not self.manifest_path.is_file():
+            if rewrite or self._manifest_stale or not self.manifest_path.is_file():
                 self._write_manifest()
             else:
                 with self.manifest_path.open("a", newline="") as f:
                     f.write(self._manifest_text([item.manifest_row()], header=False))
+                self._listed.add(item.id)
             self._manifest_stale = False
         except OSError as exc:
             self._manifest_stale = True  # rewritten in full at the next item
@@ -383,6 +418,8 @@ class ReviewFolder:
         )
         if c.dropped:
             text += f", {c.dropped} oldest dropped"
+        if c.discarded:
+            text += f", {c.discarded} discarded (rows deleted from the manifest)"
         if c.too_large:
             text += f", {c.too_large} larger than the bound not saved"
         if c.failed:
