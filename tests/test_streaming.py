@@ -275,6 +275,8 @@ def test_the_review_folder_keeps_its_bound(tmp_path: Path) -> None:
     # reopened with a tighter bound in items: the oldest go, numbering goes on
     review = ReviewFolder(folder, RATE, max_items=2)
     assert [i.id for i in review.items] == ["00000022", "00000023"]
+    manifest_paths = [r["path"] for r in csv.DictReader((folder / "manifest.csv").open())]
+    assert manifest_paths == audio_on_disk(folder) == [e["audio"] for e in index_of(folder)]
     item = review.add_wave(torch.zeros(100), score=0.0, p_spoof=0.5, decision="uncertain")
     assert item is not None and item.id == "00000024"
     assert [e["audio"] for e in index_of(folder)] == audio_on_disk(folder)

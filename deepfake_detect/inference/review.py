@@ -178,13 +178,17 @@ class ReviewFolder:
         for path in self.audio_dir.iterdir():
             if _AUDIO_NAME.match(path.name) and path.name not in indexed:
                 path.unlink(missing_ok=True)
-        self._discard_deleted(self._read_manifest())
-        before = self.counts.dropped + self.counts.discarded
+        rows = self._read_manifest()
+        self._discard_deleted(rows)
         self._drop(self._victims(0))
         if self.index_path.is_file() or self.items:
             self._guard(self._write_index)
-        if self.counts.dropped + self.counts.discarded > before:
-            self._manifest_stale = True
+        if rows is not None and set(rows) != {item.audio for item in self.items}:
+            try:
+                self._write_manifest()
+            except OSError as exc:
+                self._manifest_stale = True
+                self._warn(exc, "writing the manifest")
 
     def _warn(self, exc: BaseException, what: str) -> None:
         self.counts.failed += 1
