@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -209,6 +210,25 @@ def test_stdin_pcm_scores_as_the_file(
     assert [e["score"] for e in streamed] == pytest.approx(
         [w.score for w in offline.timeline], abs=1e-5
     )
+
+    # Ctrl-C ends a live stream as the end of the input does: the last window, the summary
+    class Interrupted:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def read(self, n: int) -> bytes:
+            if not self.data:
+                raise KeyboardInterrupt
+            out, self.data = self.data[:n], self.data[n:]
+            return out
+
+    monkeypatch.setattr(
+        sys, "stdin", SimpleNamespace(buffer=Interrupted(pcm16[: 13 * rate // 10].tobytes()))
+    )
+    assert main(["stream", str(tiny_ckpt), "--rate", str(rate), "--channels", "2"]) == 0
+    captured = capsys.readouterr()
+    assert [e["start"] for e in lines_of(captured.out)] == [0.0, 0.25, 0.5, 0.75, 0.8]
+    assert captured.err.startswith("interrupted: the stream ends here\nstream: 1.30 s")
     # too little audio: nothing scored, exit 1; a bad option: one line, exit 2
     fake_stdin(monkeypatch, b"")
     assert main(["stream", str(tiny_ckpt)]) == 1

@@ -21,8 +21,9 @@ p_spoof and window_decision of the window; running_score, running_p_spoof and de
 windows so far (--aggregate); audio (s received); latency_ms (from the arrival of the chunk
 that completed the window to the line); early_decision and early. The early decision is the
 first running decision outside the reject band once the windows cover --min-audio seconds;
-with --stop-early the stream stops there. A summary goes to stderr at the end. Exit status 0
-when a window was scored, 1 when the stream held too little audio, 2 for a usage error.
+with --stop-early the stream stops there. Ctrl-C ends the stream as the end of the input does.
+A summary goes to stderr at the end. Exit status 0 when a window was scored, 1 when the stream
+held too little audio, 2 for a usage error.
 
   arecord -f S16_LE -r 16000 -c 1 -t raw | deepfake-detect stream model.ckpt -
   ffmpeg -i call.mp4 -f s16le -ac 1 -ar 16000 - | deepfake-detect stream model.ckpt - --stop-early
@@ -127,11 +128,22 @@ def run(args: argparse.Namespace) -> int:
     review = review_folder(args, detector)
     scorer = StreamingScorer(detector, rate, options, review, source)
     started = time.monotonic()
-    for event in scorer.run(chunks):
-        sys.stdout.write(json.dumps(event.record()) + "\n")
-        sys.stdout.flush()
+
+    def emit(events: Any) -> None:
+        for event in events:
+            sys.stdout.write(json.dumps(event.record()) + "\n")
+            sys.stdout.flush()
+
+    interrupted = False
+    try:
+        emit(scorer.run(chunks))
+    except KeyboardInterrupt:  # Ctrl-C ends a live stream: its last window, then the summary
+        interrupted = True
+        emit(scorer.finish())
     summary = scorer.summary
     lines = summary.lines(detector, time.monotonic() - started)
+    if interrupted:
+        lines.insert(0, "interrupted: the stream ends here")
     if review is not None:
         lines += review.lines()
     sys.stderr.write("\n".join(lines) + "\n")

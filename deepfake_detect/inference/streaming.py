@@ -368,7 +368,8 @@ def pcm_chunks(
     chunk_frames: int = 16000,
 ) -> Iterator[np.ndarray]:
     """Raw interleaved PCM from a binary stream (stdin) as float32 ``[frames, channels]`` chunks
-    of ``chunk_frames``; a trailing partial frame is dropped."""
+    of ``chunk_frames``; a trailing partial frame is dropped. A ``KeyboardInterrupt`` while
+    reading is raised again once the audio read before it has been yielded."""
     if fmt not in PCM_FORMATS:
         raise StreamError(f"--format must be one of {tuple(PCM_FORMATS)}, got {fmt!r}")
     if channels < 1:
@@ -379,10 +380,13 @@ def pcm_chunks(
     frame_bytes = np.dtype(dtype).itemsize * channels
     want = chunk_frames * frame_bytes
     pending = bytearray()
-    ended = False
+    ended = interrupted = False
     while True:
         while len(pending) < want and not ended:
-            data = stream.read(want - len(pending))  # a pipe may return less: read on
+            try:
+                data = stream.read(want - len(pending))  # a pipe may return less: read on
+            except KeyboardInterrupt:  # Ctrl-C: what was read still counts
+                data, interrupted = b"", True
             if data:
                 pending += data
             else:
@@ -390,10 +394,13 @@ def pcm_chunks(
         take = min(len(pending), want)
         take -= take % frame_bytes
         if not take:
+            if interrupted:
+                raise KeyboardInterrupt
             return
         samples = np.frombuffer(bytes(pending[:take]), dtype=dtype).astype(np.float32) / scale
         del pending[:take]
         yield samples.reshape(-1, channels)
+
 
 def check_pcm_options(rate: int, channels: int, fmt: str) -> None:
     if rate <= 0:
