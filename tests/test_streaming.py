@@ -305,6 +305,12 @@ def test_the_review_folder_keeps_its_bound(tmp_path: Path) -> None:
     small = ReviewFolder(tmp_path / "small", RATE, max_bytes=1000)
     assert small.add_wave(torch.zeros(RATE), score=0.0, p_spoof=0.6, decision="spoof") is None
     assert small.counts.too_large == 1 and small.items == type(small.items)()
+    # silent windows are scored (as detect scores them) but never saved for review
+    hushed = ReviewFolder(tmp_path / "silence", RATE)
+    scorer = StreamingScorer(energy_detector(), RATE, review=hushed)
+    events = list(scorer.run([np.zeros(RATE, np.float32)]))
+    assert len(events) == 3 and all(e.silent and e.window_decision == "spoof" for e in events)
+    assert hushed.counts.saved == 0 and scorer.summary.silent
 
 
 def test_review_disk_failures_warn_once_and_scoring_goes_on(

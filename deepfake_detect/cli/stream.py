@@ -19,7 +19,8 @@ into the windows `detect` cuts (the training crop, half-overlapping by default);
 gives one JSON line as soon as it is complete: window (index), start and end (s), score,
 p_spoof and window_decision of the window; running_score, running_p_spoof and decision of all
 windows so far (--aggregate); audio (s received); latency_ms (from the arrival of the chunk
-that completed the window to the line); early_decision and early. The early decision is the
+that completed the window to the line); early_decision and early; silent (peak below
+-80 dBFS: scored, never saved for review). The early decision is the
 first running decision outside the reject band once the windows cover --min-audio seconds;
 with --stop-early the stream stops there. Ctrl-C ends the stream as the end of the input does.
 A summary goes to stderr at the end. Exit status 0 when a window was scored, 1 when the stream

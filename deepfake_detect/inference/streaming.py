@@ -92,6 +92,9 @@ class StreamEvent:
     """The early decision once made (None before)."""
     early: bool = False
     """This event made the early decision."""
+    silent: bool = False
+    """The window's peak is below -80 dBFS (scored as ``detect`` scores it, never saved for
+    review)."""
 
     def record(self) -> dict[str, Any]:
         return {
@@ -108,6 +111,7 @@ class StreamEvent:
             "latency_ms": round(1000 * self.latency, 2),
             "early_decision": self.early_decision,
             "early": self.early,
+            "silent": self.silent,
         }
 
 
@@ -294,11 +298,13 @@ class StreamingScorer:
                 decision=calibration.decide(running_p, band)[0],
                 audio=self.received / self.input_rate,
                 latency=0.0,
+                silent=w.numel() == 0 or float(w.abs().max()) < SILENCE_PEAK,
             )
             self._decide_early(event)
             events.append(event)
-            if self.review is not None and self.review.wants(event.window_decision):
-                self.review.add_wave(
+            review = self.review
+            if review is not None and not event.silent and review.wants(event.window_decision):
+                review.add_wave(
                     w,
                     source=self.source,
                     kind="window",
