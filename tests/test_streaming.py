@@ -27,6 +27,7 @@ from deepfake_detect.data.manifest import CorpusError
 from deepfake_detect.inference.calibration import Calibration
 from deepfake_detect.inference.detect import DetectOptions, load_model, score_files
 from deepfake_detect.inference.review import INDEX, ReviewFolder
+from deepfake_detect.inference.semantics import SCORE_SEMANTICS
 from deepfake_detect.inference.streaming import (
     StreamingScorer,
     StreamOptions,
@@ -184,9 +185,19 @@ def test_stdin_pcm_scores_as_the_file(
     stereo = speech(2.2, rate, stereo=True)
     pcm16 = np.round(stereo * 32767).astype("<i2")
     path = write(tmp_path / "clip.wav", pcm16, rate, "PCM_16")
-    assert main(["stream", str(tiny_ckpt), str(path), "--chunk", "0.37"]) == 0
-    from_file = lines_of(capsys.readouterr().out)
+    review = tmp_path / "review"
+    args = ["stream", str(tiny_ckpt), str(path), "--chunk", "0.37", "--review-dir", str(review)]
+    assert main([*args, "--review-max-items", "2"]) == 0
+    captured = capsys.readouterr()
+    from_file = lines_of(captured.out)
     assert len(from_file) == 8  # 0.5 s windows, hop 0.25 s over 2.2 s
+    # the untrained model: p_spoof ~0.515, uncertain; the newest two windows are kept
+    assert {e["window_decision"] for e in from_file} == {"uncertain"}
+    assert [(e["start"], e["source"]) for e in index_of(review)] == [
+        (1.5, str(path)),
+        (1.7, str(path)),
+    ]
+    assert "8 saved, 2 held" in captured.err and "6 oldest dropped" in captured.err
     fake_stdin(monkeypatch, pcm16.tobytes())
     args = ["stream", str(tiny_ckpt), "-", "--rate", str(rate), "--channels", "2"]
     assert main([*args, "--chunk", "0.37"]) == 0
@@ -235,6 +246,14 @@ def test_stdin_pcm_scores_as_the_file(
     assert "no window scored" in capsys.readouterr().err
     assert main(["stream", str(tiny_ckpt), "--rate", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --rate must be positive")
+
+
+def test_stream_help_states_the_score_semantics(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["stream", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and SCORE_SEMANTICS.splitlines()[1].strip() in out
+    assert "--stop-early" in out and "--review-max-mb" in out
 
 
 def test_pcm_reader_reassembles_short_reads() -> None:
