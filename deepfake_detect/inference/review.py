@@ -59,6 +59,10 @@ PERSON_COLUMNS = ("label", "attack", "speaker")
 _AUDIO_NAME = re.compile(r"^(\d{8}\.wav|\.tmp-.*\.wav)$")
 
 
+def _audio_path(item_id: str) -> str:
+    return f"{AUDIO_DIR}/{item_id}.wav"
+
+
 class ReviewError(ValueError):
     """A review folder that cannot be used (not creatable, not a folder)."""
 
@@ -131,14 +135,17 @@ class ReviewFolder:
         self.sample_rate, self.model = sample_rate, model
         self.max_bytes, self.max_items = max_bytes, max_items
         self.counts = ReviewCounts()
-        self.items: deque[ReviewItem] = deque(self._read_index())
-        self.next_id = 1 + max((int(i.id) for i in self.items), default=0)
         self._warned = False
-        self._manifest_stale = not self.manifest_path.is_file()
-        # the items the manifest lists as this folder last wrote it: one of them missing from
-        # it now was deleted by a person, and is discarded
-        self._listed = set() if self._manifest_stale else {item.id for item in self.items}
-        self._tidy()
+        try:
+            self.items: deque[ReviewItem] = deque(self._read_index())
+            self.next_id = 1 + max((int(i.id) for i in self.items), default=0)
+            self._manifest_stale = not self.manifest_path.is_file()
+            # the items the manifest lists as this folder last wrote it: one of them missing
+            # from it now was deleted by a person, and is discarded
+            self._listed = set() if self._manifest_stale else {item.id for item in self.items}
+            self._tidy()
+        except OSError as exc:
+            raise ReviewError(f"review folder {self.root}: cannot use it ({exc})") from None
 
     # -- state on disk --------------------------------------------------------------------------
     @property
@@ -154,8 +161,8 @@ class ReviewFolder:
         return sum(item.bytes for item in self.items)
 
     def _read_index(self) -> list[ReviewItem]:
-        """The index's items whose audio is still there (a line that does not parse is
-        dropped)."""
+        """The index's items whose audio is still there (a line that does not parse, or names
+        audio this folder would not have written, is dropped)."""
         if not self.index_path.is_file():
             return []
         items = []
@@ -165,7 +172,8 @@ class ReviewFolder:
                     item = ReviewItem.from_dict(json.loads(line))
                 except (ValueError, KeyError, TypeError):
                     continue
-                if (self.root / item.audio).is_file():
+                ours = re.fullmatch(r"\d{8}", str(item.id)) and item.audio == _audio_path(item.id)
+                if ours and (self.root / item.audio).is_file():
                     items.append(item)
         return items
 
@@ -370,7 +378,7 @@ class ReviewFolder:
             return None
         item = ReviewItem(
             id=item_id,
-            audio=f"{AUDIO_DIR}/{final.name}",
+            audio=_audio_path(item_id),
             bytes=size,
             source=str(meta.get("source", "")),
             kind=str(meta.get("kind", "")),
