@@ -672,3 +672,17 @@ def test_preview_rejects_bad_options(capsys) -> None:
     assert "unknown option preview.colour" in capsys.readouterr().err
     assert preview_main(["augment=no_such_chain"]) == 1
     assert "no_such_chain" in capsys.readouterr().err
+
+
+def test_bandstop_fir_equals_scipy_firwin() -> None:
+    from scipy import signal
+
+    from deepfake_detect.augment.rawboost import bandstop_fir
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        taps = int(rng.integers(10, 101)) | 1
+        low = float(rng.uniform(1e-3, 7000))
+        high = min(low + float(rng.uniform(100, 1000)), 8000 - 1e-3)
+        expected = signal.firwin(taps, [low, high], window="hamming", fs=16000)
+        np.testing.assert_allclose(bandstop_fir(taps, low, high, 16000), expected, atol=1e-12)

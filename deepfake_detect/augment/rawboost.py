@@ -52,6 +52,19 @@ def _peak_limit(y: np.ndarray) -> np.ndarray:
     return y / peak if peak > 1.0 else y
 
 
+def bandstop_fir(taps: int, low: float, high: float, sample_rate: int) -> np.ndarray:
+    """A ``taps``-long (odd) Hamming-window band-stop FIR for ``low``-``high`` Hz with unit
+    gain at DC: ``scipy.signal.firwin(taps, [low, high], window="hamming", fs=sample_rate)``,
+    the same coefficients (to 1e-12; tested), computed directly: three times faster, and
+    RawBoost designs 25 of them per item."""
+    nyquist = sample_rate / 2
+    lo, hi = low / nyquist, high / nyquist
+    m = np.arange(taps) - (taps - 1) / 2
+    h = lo * np.sinc(lo * m) + np.sinc(m) - hi * np.sinc(hi * m)
+    h *= np.hamming(taps)
+    return h / h.sum()
+
+
 def notch_filter(
     rng: np.random.Generator,
     sample_rate: int,
@@ -72,7 +85,7 @@ def notch_filter(
         n += 1 - n % 2  # a band-stop FIR needs an odd length
         low = min(max(centre - width / 2, 1e-3), nyquist - 2e-3)
         high = min(max(centre + width / 2, low + 1e-3), nyquist - 1e-3)
-        band = signal.firwin(n, [low, high], window="hamming", fs=sample_rate)
+        band = bandstop_fir(n, low, high, sample_rate)
         coeffs = np.convolve(band, coeffs)
     _, response = signal.freqz(coeffs, 1, fs=sample_rate)
     gain = 10 ** (uniform(rng, gain_db) / 20)
