@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from deepfake_detect.errors import find_user_error
 
-SUBCOMMANDS = ("detect", "stream", "calibrate")
-"""Modules of this package, in the order ``--help`` lists them (``serve``, ``export`` and
-``compare`` join here)."""
+SUBCOMMANDS = ("detect", "stream", "calibrate", "serve")
+"""Modules of this package, in the order ``--help`` lists them (``export`` and ``compare``
+join here)."""
 USER_ERROR_EXIT = 2
 
 
