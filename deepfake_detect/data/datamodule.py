@@ -129,6 +129,7 @@ class SpoofDataModule(L.LightningDataModule):
         normalize: str = "zscore",
         min_len: int = 1600,
         max_eval_len: int | None = 480000,
+        trim_silence: str = "none",
         transforms: Sequence[Any] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -169,6 +170,7 @@ class SpoofDataModule(L.LightningDataModule):
             eval_max_len=eval_max_len,
             min_len=min_len,
             max_eval_len=max_eval_len,
+            trim_silence=trim_silence,
         )
         """The preprocessing contract (the model stores it; evaluation adopts the checkpoint's
         through :meth:`set_preprocessing`)."""
@@ -437,6 +439,7 @@ class SpoofDataModule(L.LightningDataModule):
             bad_audio=self.bad_audio,
             transforms=transforms,
             transform_seed=self.test_transform_seed if transforms else None,
+            trim_silence=self.preprocessing.trim_silence,
         )
         return self._loader(
             dataset, self.eval_batch_size, sampler=OrderedSampler(longest_first(rows))
@@ -452,6 +455,7 @@ class SpoofDataModule(L.LightningDataModule):
             pad=p.train_pad,
             bad_audio=self.bad_audio,
             transforms=self.transforms,
+            trim_silence=p.trim_silence,
         )
         drop_last = len(dataset) > self.batch_size  # never drop the only batch of a tiny set
         weights = self.sampling_weights()

@@ -20,6 +20,7 @@ from deepfake_detect.data.preprocessing import (
     frames_needed,
     is_silent,
 )
+from deepfake_detect.data.vad import trim_silence
 
 ItemKey = int | tuple[int, int]
 """What a sampler yields: a row index, or ``(row index, item seed)``; with a seed the item's
@@ -54,6 +55,10 @@ class SpoofDataset(Dataset):
     An unusable file raises (``bad_audio="fail"``) or is returned as an error item that
     :func:`collate_waveforms` drops and reports (``bad_audio="skip"``). Items carry a
     ``silent`` flag (digital silence, dither only, cancelling channels).
+
+    ``trim_silence`` (the contract's, :mod:`deepfake_detect.data.vad`): not ``none``, the whole
+    file is read and trimmed first, then cropped (training) or cut to its first ``max_len``
+    samples (evaluation); the seeking read is for untrimmed audio only.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class SpoofDataset(Dataset):
         bad_audio: str = "fail",
         transforms: Sequence[WaveTransform] = (),
         transform_seed: int | None = None,
+        trim_silence: str = "none",
     ) -> None:
         self.rows = list(rows)
         self.sample_rate = sample_rate
@@ -75,12 +81,18 @@ class SpoofDataset(Dataset):
         self.bad_audio = check_policy(bad_audio)
         self.transforms = list(transforms)
         self.transform_seed = transform_seed
+        self.trim_silence = trim_silence
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _read(self, row: Utterance, rng: np.random.Generator | None) -> torch.Tensor:
         known = row.num_frames is not None and row.sample_rate is not None
+        if self.trim_silence != "none":
+            wave = trim_silence(
+                load_mono(row.path, self.sample_rate), self.sample_rate, self.trim_silence
+            ).wave
+            return wave if rng is not None or self.max_len is None else wave[: self.max_len]
         if self.max_len is None or not known:
             wave = load_mono(row.path, self.sample_rate)
             return wave if rng is not None or self.max_len is None else wave[: self.max_len]

@@ -31,11 +31,14 @@ from torch import Tensor
 DEFAULT_SAMPLE_RATE = 16_000
 NORMALIZATIONS = ("zscore", "peak", "none")
 PAD_MODES = ("repeat", "zero", "none")
+TRIM_MODES = ("none", "edges", "all")
+"""Silence trimming (:mod:`deepfake_detect.data.vad`): ``none``, leading / trailing non-speech
+(``edges``), or every pause (``all``)."""
 SILENCE_PEAK = 1e-4
 """An utterance whose down-mixed peak stays below this (-80 dBFS: digital silence, dither only,
 or stereo channels that cancel) is flagged *silent*: scored, but counted and named in reports."""
 
-CONTRACT_KEYS = ("sample_rate", "normalize", "min_len", "max_eval_len")
+CONTRACT_KEYS = ("sample_rate", "normalize", "min_len", "max_eval_len", "trim_silence")
 """The settings a trained model depends on: an evaluation that sets one of them to another value
 than the checkpoint's is refused (unless ``override_preprocessing``)."""
 
@@ -61,6 +64,9 @@ class Preprocessing:
     - ``max_eval_len``: longer inputs are scored in windows of this length (hop: half of it),
       each normalised alone, and the window scores averaged; None scores any length in one
       pass (a 10-minute clip through a transformer needs tens of GB).
+    - ``trim_silence``: non-speech removed by a voice-activity detector right after resampling
+      (:mod:`deepfake_detect.data.vad`): ``none``, ``edges`` or ``all``. Checkpoints from before
+      this setting load as ``none``.
     """
 
     sample_rate: int = DEFAULT_SAMPLE_RATE
@@ -70,12 +76,15 @@ class Preprocessing:
     eval_max_len: int | None = None
     min_len: int = 1_600
     max_eval_len: int | None = 480_000
+    trim_silence: str = "none"
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.train_pad not in PAD_MODES:
             raise ValueError(f"train_pad must be one of {PAD_MODES}, got {self.train_pad!r}")
+        if self.trim_silence not in TRIM_MODES:
+            raise ValueError(f"trim_silence must be one of {TRIM_MODES}, got {self.trim_silence!r}")
         for name in ("sample_rate", "min_len"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -262,6 +271,7 @@ def describe(preprocessing: Preprocessing) -> str:
     return (
         f"{p.sample_rate} Hz mono, {p.normalize} per scored input, training crop {p.max_len}, "
         f"evaluation on {cap}, min {p.min_len}, windowed above {window}"
+        + ("" if p.trim_silence == "none" else f", silence trimmed ({p.trim_silence})")
     )
 
 
@@ -270,6 +280,7 @@ __all__: Sequence[str] = (
     "DEFAULT_SAMPLE_RATE",
     "NORMALIZATIONS",
     "PAD_MODES",
+    "TRIM_MODES",
     "Preprocessing",
     "PreprocessingMismatch",
     "WaveTransform",

@@ -7,6 +7,12 @@ gets the window scores, their aggregate, ``p_spoof`` and a decision from the che
 calibration (:mod:`deepfake_detect.inference.calibration`; :mod:`.semantics` says what they
 mean). A file that cannot be scored (unreadable, unsupported, empty, silent, NaN) gets a
 reason instead and never stops the batch.
+
+A checkpoint trained with silence trimming (``trim_silence``, :mod:`deepfake_detect.data.vad`)
+has it applied here to each decoded block (``--block-seconds``, 30 s by default) before the
+windows are cut: a file up to a block long is trimmed exactly as training and evaluation trim
+it; a longer one is trimmed block by block (with ``edges``, non-speech at block boundaries goes
+too), and its timeline's times are then positions in the trimmed audio.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from deepfake_detect.data.audio import AudioError
 from deepfake_detect.data.corpora.base import AUDIO_EXTENSIONS, list_audio, open_text
 from deepfake_detect.data.preprocessing import SILENCE_PEAK, Preprocessing
+from deepfake_detect.data.vad import trim_silence
 from deepfake_detect.inference.blocks import (
     BLOCK_SECONDS,
     BlockStats,
@@ -280,6 +287,7 @@ def _file_windows(
     hop: int,
     block_seconds: float,
     on_audio: Callable[[float], None] | None = None,
+    trim: str = "none",
 ) -> Iterator[torch.Tensor]:
     if not Path(pending.path).is_file():
         raise AudioError("not found" if not Path(pending.path).exists() else "not a file")
@@ -296,6 +304,8 @@ def _file_windows(
         for block in resampled_blocks(f, sample_rate, block_seconds, pending.stats):
             if on_audio is not None:
                 on_audio(block.numel() / sample_rate)
+            if trim != "none":
+                block = trim_silence(block, sample_rate, trim).wave
             for start, wave in cutter.push(block):
                 pending.starts.append(start)
                 yield wave
@@ -409,7 +419,15 @@ def _scored(
         pending = _Pending(path)
         queue.append(pending)
         try:
-            cut = _file_windows(pending, sample_rate, window, hop, options.block_seconds, on_audio)
+            cut = _file_windows(
+                pending,
+                sample_rate,
+                window,
+                hop,
+                options.block_seconds,
+                on_audio,
+                detector.preprocessing.trim_silence,
+            )
             for wave in cut:
                 batch.add(pending, wave)
                 if len(batch.items) >= options.batch_size:
