@@ -16,6 +16,10 @@ running decision (calibration and reject band), and the latency: wall time from 
 the chunk that completed the window to the event. The **early decision** is the first running
 decision outside the reject band once the scored windows cover ``min_audio`` seconds; the stream
 goes on (and the running decision may change) unless ``stop_early`` is set.
+
+The stream is not silence-trimmed (the contract's ``trim_silence``): trimming must see where
+speech ends, and a window is emitted as soon as it is complete. With a trimming checkpoint the
+windows are those of the untrimmed audio, so they equal ``detect``'s only for ``none``.
 """
 
 from __future__ import annotations
