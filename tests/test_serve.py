@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,42 @@ def test_serve_help_and_a_missing_checkpoint(
     assert main(["serve", str(tmp_path / "missing.ckpt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing.ckpt" in err and "\n" not in err
+
+
+def test_stop_early_ends_the_stream_at_the_early_decision(tmp_path: Path) -> None:
+    loud = np.random.default_rng(2).normal(0, 0.5, 3 * RATE).astype("<f4")  # bona fide
+    hello = {"rate": RATE, "format": "f32le", "min_audio": 1.0, "stop_early": True}
+    with TestClient(create_app(energy_detector())) as c, c.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps(hello))
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(loud.tobytes())  # one chunk: the decision comes before the end
+        *windows, summary = [ws.receive_json() for _ in range(4)]
+        assert [w["end"] for w in windows] == [0.5, 0.75, 1.0] and windows[-1]["early"]
+        assert summary["type"] == "summary" and summary["stopped_early"]
+        assert summary["early_decision"] == "bonafide" and summary["early_at"] == 1.0
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1000
+
+
+def test_a_chunked_upload_over_the_limit_is_413(tiny_ckpt: Path) -> None:  # noqa: F811
+    def body() -> Iterator[bytes]:  # no Content-Length: the bytes are counted as they come
+        for _ in range(10):
+            yield b"\0" * 10_000
+
+    with TestClient(create_app(tiny_ckpt, max_upload_mb=0.05)) as small:
+        response = small.post("/detect", content=body())
+    assert response.status_code == 413 and "0.05 MB" in one_line(response.json()["detail"])
+
+
+def test_serve_without_its_extra_says_how_to_install_it(
+    tiny_ckpt: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", str(tiny_ckpt), "--max-upload-mb", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-upload-mb must be positive, got 0.0\n"
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    assert main(["serve", str(tiny_ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: serve needs uvicorn: pip install 'deepfake-detect[serve]'\n"

@@ -12,8 +12,9 @@
   ``{"type": "end"}``; the server answers ``{"type": "ready", ...}``, one ``{"type": "window",
   ...}`` per window (the :class:`~deepfake_detect.inference.streaming.StreamEvent` record, as
   ``deepfake-detect stream`` prints it) as soon as the window is complete, and at the end
-  ``{"type": "summary", ...}``; a bad hello or bad data gets ``{"type": "error", "detail":
-  ...}`` and the socket is closed (1008 for the hello, 1007 for the data).
+  ``{"type": "summary", ...}`` (also right after the early decision when the hello asks
+  ``stop_early``) and closes the socket; a bad hello or bad data gets ``{"type": "error",
+  "detail": ...}`` and the socket is closed (1008 for the hello, 1007 for the data).
 
 One model serves every request: scoring runs in a worker thread, one request at a time.
 """
@@ -226,6 +227,11 @@ def _parse_hello(text: str | None) -> dict[str, Any]:
         raise StreamError(f"hello: channels must be a positive integer, got {channels!r}")
     if fmt not in PCM_FORMATS:
         raise StreamError(f"hello: format must be one of {list(PCM_FORMATS)}, got {fmt!r}")
+    min_audio, stop_early = hello.get("min_audio", 0.0), hello.get("stop_early", False)
+    if not isinstance(min_audio, int | float) or isinstance(min_audio, bool) or min_audio < 0:
+        raise StreamError(f"hello: min_audio must be seconds >= 0, got {min_audio!r}")
+    if not isinstance(stop_early, bool):
+        raise StreamError(f"hello: stop_early must be true or false, got {stop_early!r}")
     return {**hello, "rate": rate, "channels": channels, "format": fmt}
 
 
@@ -351,13 +357,15 @@ async def _stream(ws: WebSocket, service: _Service) -> None:
                 del pending[:take]
                 chunk = (samples.astype(np.float32) / scale).reshape(-1, channels)
                 await send(await service.locked(scorer.push, chunk, arrived))
-            elif _is_end(text):
-                await send(await service.locked(scorer.finish, arrived))
-                await ws.send_json({"type": "summary", **scorer.summary.record()})
-                await ws.close(1000)
-                return
-            else:
+                if not scorer.stopped:
+                    continue
+            elif not _is_end(text):
                 raise StreamError(f'expected binary PCM or {{"type": "end"}}, got {text!r:.80}')
+            # the end, or the early decision with stop_early
+            await send(await service.locked(scorer.finish, arrived))
+            await ws.send_json({"type": "summary", **scorer.summary.record()})
+            await ws.close(1000)
+            return
         except (AudioError, StreamError) as exc:
             await _send_error(ws, str(exc), 1007)
             return
