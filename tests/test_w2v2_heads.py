@@ -378,6 +378,7 @@ def test_new_configs_compose(compose_cfg, tmp_path: Path) -> None:
         "early_stopping",
         "rng_state",
         "epoch_log",
+        "calibration",
         "staged_unfreeze",
     }
     assert isinstance(instantiate(callbacks.staged_unfreeze), StagedUnfreeze)
