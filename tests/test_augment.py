@@ -686,3 +686,20 @@ def test_bandstop_fir_equals_scipy_firwin() -> None:
         high = min(low + float(rng.uniform(100, 1000)), 8000 - 1e-3)
         expected = signal.firwin(taps, [low, high], window="hamming", fs=16000)
         np.testing.assert_allclose(bandstop_fir(taps, low, high, 16000), expected, atol=1e-12)
+
+
+def test_mini_best_chain_and_its_overrides_compose() -> None:
+    """experiment=mini_best ships augment=generalize; another augment choice replaces it whole
+    (no entry left without a _target_)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base=None):
+        best = compose("train.yaml", overrides=["experiment=mini_best"])
+        plain = compose("train.yaml", overrides=["experiment=mini_best", "augment=none"])
+        other = compose("train.yaml", overrides=["experiment=mini_best", "augment=reverb"])
+    waves, masking = build_augmentation(best.augment)
+    assert [type(w).__name__ for w in waves] == ["RawBoost", "Codec", "Telephone"]
+    assert waves[0].p == 0.6 and masking is None
+    assert build_augmentation(plain.augment) == ([], None)
+    assert [type(w).__name__ for w in build_augmentation(other.augment)[0]] == ["Reverb"]
