@@ -52,8 +52,8 @@ from deepfake_detect.inference.calibration import (
     stored_calibration,
 )
 from deepfake_detect.inference.semantics import AGGREGATES
-from deepfake_detect.models.checkpoint import CheckpointError, checkpoint_hparams, read_checkpoint
-from deepfake_detect.models.scorer import SCORER_PREFIX, SpoofScorer
+from deepfake_detect.models.checkpoint import CheckpointError, read_checkpoint
+from deepfake_detect.models.scorer import SpoofScorer
 
 FORMATS = ("csv", "jsonl")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -102,24 +102,12 @@ class Detector:
 def load_model(path: str | Path) -> Detector:
     """A checkpoint's scorer (eval mode) and calibration, read once, without Lightning."""
     checkpoint = read_checkpoint(path)
-    scorer = SpoofScorer.from_hparams(checkpoint_hparams(checkpoint, path))
-    state = {
-        key[len(SCORER_PREFIX) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(SCORER_PREFIX)
-    }
-    try:
-        scorer.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise CheckpointError(
-            f"{path}: its weights do not fit the architecture it names ({first[0].strip()[:200]})"
-        ) from None
+    scorer = SpoofScorer.from_checkpoint_dict(checkpoint, path)
     try:
         calibration = stored_calibration(checkpoint)
     except TypeError as exc:
         raise CheckpointError(f"{path}: unreadable calibration ({exc})") from None
-    return Detector(scorer.eval(), calibration, str(path))
+    return Detector(scorer, calibration, str(path))
 
 
 # -- inputs -------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from deepfake_detect.data.preprocessing import (
     windows,
 )
 from deepfake_detect.losses import SpoofLoss, WeightedCrossEntropy
-from deepfake_detect.models.checkpoint import checkpoint_hparams, read_checkpoint
+from deepfake_detect.models.checkpoint import CheckpointError, checkpoint_hparams, read_checkpoint
 from deepfake_detect.models.interface import SpoofNet
 
 SCORER_PREFIX = "scorer."
@@ -167,12 +167,24 @@ class SpoofScorer(nn.Module):
     def from_checkpoint(cls, path: str | Path) -> SpoofScorer:
         """A trained scorer from a checkpoint alone: no Lightning, no download, no pickled code.
         Returned in eval mode."""
-        checkpoint = read_checkpoint(path)
+        return cls.from_checkpoint_dict(read_checkpoint(path), path)
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: Mapping[str, Any], path: str | Path) -> SpoofScorer:
+        """The scorer of a checkpoint already read (:func:`read_checkpoint`; ``path`` names it
+        in errors), in eval mode: weights that do not fit the architecture it names are one
+        :class:`CheckpointError`."""
         scorer = cls.from_hparams(checkpoint_hparams(checkpoint, path))
         state = {
             key[len(SCORER_PREFIX) :]: value
             for key, value in checkpoint["state_dict"].items()
             if key.startswith(SCORER_PREFIX)
         }
-        scorer.load_state_dict(state)
+        try:
+            scorer.load_state_dict(state)
+        except RuntimeError as exc:
+            first = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()[:200]
+            raise CheckpointError(
+                f"{path}: its weights do not fit the architecture it names ({first})"
+            ) from None
         return scorer.eval()
