@@ -18,9 +18,8 @@ from collections.abc import Sequence
 
 from deepfake_detect.errors import find_user_error
 
-SUBCOMMANDS = ("detect", "stream", "calibrate", "serve")
-"""Modules of this package, in the order ``--help`` lists them (``export`` and ``compare``
-join here)."""
+SUBCOMMANDS = ("detect", "stream", "calibrate", "serve", "export", "compare", "cache")
+"""Modules of this package, in the order ``--help`` lists them."""
 USER_ERROR_EXIT = 2
 
 
