@@ -356,3 +356,33 @@ def test_cli_user_errors(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
     for argv, message in cases:
         assert main([*argv, "-o", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
+
+
+# -- benchmarks/gpu_finetune_mfu.py's CPU path (the GPU measurement needs CUDA) ---------------
+def _mfu_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_finetune_mfu.py"
+    spec = importlib.util.spec_from_file_location("gpu_finetune_mfu", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mfu_script_counts_flops_on_cpu(capsys) -> None:
+    import torch
+
+    mfu = _mfu_script()
+    counted, analytic = mfu.linear_flops_check(batch=4, sizes=(16, 24, 8))
+    assert analytic == 2 * 4 * (16 * 24 + 24 * 8) + 2 * 4 * (16 * 24 + 24 * 8) + 2 * 4 * 24 * 8
+    assert abs(counted - analytic) <= 0.1 * analytic
+    model = mfu.Classifier(**mfu.TINY)
+    both = mfu.step_flops(model, 2, 16000, "cpu")
+    with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as forward:
+        model(torch.randn(2, 16000))
+    assert 2.0 <= both / forward.get_total_flops() <= 3.5  # backward ~ twice the forward
+    assert mfu.peak_tflops("NVIDIA H200", None) == mfu.peak_tflops("NVIDIA H100 80GB HBM3", None)
+    assert mfu.peak_tflops("Some GPU", 123.0) == 123.0
+    assert mfu.main(["--dry-run", "--crop-seconds", "0.5"]) == 0
+    assert "GFLOPs per forward + backward" in capsys.readouterr().out
