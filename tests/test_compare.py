@@ -221,11 +221,16 @@ def test_three_finished_runs_one_failed(four_runs: Path, tmp_path: Path) -> None
 
 
 def test_group_by_seed_and_config_keys(four_runs: Path) -> None:
-    records = [read_run_dir(d, count_params=False) for d in find_run_dirs([four_runs])]
+    records = [read_run_dir(d) for d in find_run_dirs([four_runs])]
     by_seed = compare_runs(records, group_by=["seed"])
     assert sorted(e.key for e in by_seed.experiments) == [("1",), ("2",)]
     by_lr = compare_runs(records, group_by=["model.optimizer.lr"])
     assert len(by_lr.experiments) == 1 and len(by_lr.experiments[0].runs) == 3
+    # the tiny nets (checkpoint) and the 300 M one (run section) in one row: said
+    assert by_lr.notes and "35.3 k, 300.0 M parameters" in by_lr.notes[0]
+    assert not compare_runs(records).notes
+    with pytest.raises(CompareError, match="--group-by model.nope: neither a field"):
+        compare_runs(records, group_by=["model.nope"])
 
 
 def test_status_without_the_marker_status(real_run: Path, tmp_path: Path) -> None:
@@ -268,7 +273,10 @@ def test_aggregate_spreads() -> None:
 def test_cli_on_a_sweep_folder(real_run: Path, tmp_path: Path, capsys) -> None:
     sweep = tmp_path / "multiruns" / "2026-01-01_00-00-00"
     for job, lr, eer in ((0, 0.001, 0.2), (1, 0.0001, 0.1)):
-        folder = write_run(sweep / str(job), real_run, model="lcnn", eers={LA: eer})
+        run = {"optimized_metric": "val/eer_best", "optimized_value": eer}
+        folder = write_run(
+            sweep / str(job), real_run, model="lcnn", eers={LA: eer}, run_section=run
+        )
         overrides = [f"model.optimizer.lr={lr}", "model.freeze=none"]
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
@@ -290,7 +298,10 @@ def test_cli_on_a_sweep_folder(real_run: Path, tmp_path: Path, capsys) -> None:
     assert "| 0.0001 | 1 | **10.00** |" in printed and "| 0.001 | 1 | 20.00 |" in printed
     assert f"best trial: {{'model.optimizer.lr': 0.0001}} = 0.1 ({sweep / '1'})" in printed
     assert f"wrote {out / 'comparison.csv'}" in printed
-    assert "Best trial (optuna): model.optimizer.lr=0.0001" in (out / "comparison.md").read_text()
+    md = (out / "comparison.md").read_text()
+    assert "Best trial (optuna): model.optimizer.lr=0.0001" in md
+    assert f"| {sweep / '1'} (best) | finished | 0.1 |" in md
+    assert f"| {sweep / '0'} | finished | 0.2 |" in md
 
 
 class FakeApi:

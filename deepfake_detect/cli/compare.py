@@ -111,6 +111,8 @@ def run(args: argparse.Namespace, wandb_api: Callable[[], Any] | None = None) ->
         out.write(markdown_table(comparison) + "\n")
     else:
         out.write("no finished run has test results to compare\n")
+    for note in comparison.notes:
+        out.write(f"note: {note}\n")
     for problem in comparison.problems:
         out.write(f"not compared or incomplete: {problem.run.source}: {problem.reason}\n")
     if sweep is not None and sweep.best_params is not None:

@@ -601,6 +601,10 @@ class Comparison:
     """(test set, metric) -> indexes into ``experiments`` with the lowest mean."""
     n_runs: int
     sweep: SweepSummary | None = None
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the grouping (an experiment mixing models of different sizes)."""
+    runs: list[RunRecord] = field(default_factory=list)
+    """Every record compared, in the order given."""
 
 
 def _label(value: Any) -> str:
@@ -623,6 +627,12 @@ def compare_runs(
     if not records:
         raise CompareError("no runs to compare")
     group_by = tuple(group_by)
+    for key in group_by:
+        if key not in FIELDS and all(lookup(r.config, key) is None for r in records):
+            raise CompareError(
+                f"--group-by {key}: neither a field ({', '.join(FIELDS)}) nor a config key "
+                "of any run"
+            )
     finished = [r for r in records if r.status == "finished"]
     problems = [
         Problem(r, r.status + (f": {r.error}" if r.error else ""))
@@ -670,6 +680,15 @@ def compare_runs(
         return (0 if complete else 1, statistics.fmean(values) if values else math.inf, exp.key)
 
     experiments.sort(key=order)
+    notes = []
+    for exp in experiments:
+        sizes = sorted({r.params for r in exp.runs if r.params is not None})
+        if len(sizes) > 1:
+            notes.append(
+                f"{' / '.join(exp.key)} mixes nets of {', '.join(map(format_count, sizes))} "
+                "parameters: add a key that tells them apart (e.g. --group-by ... "
+                "model.net.source)"
+            )
     best: dict[tuple[str, str], set[int]] = {}
     for column in ((name, m) for name in test_sets for m in present):
         means = {i: e.cells[column].mean for i, e in enumerate(experiments) if column in e.cells}
@@ -687,6 +706,8 @@ def compare_runs(
         best=best,
         n_runs=len(records),
         sweep=sweep,
+        notes=notes,
+        runs=list(records),
     )
 
 
@@ -815,6 +836,8 @@ def markdown_report(comparison: Comparison, figure: str | None = None) -> str:
         ]
     else:
         parts += ["No finished run has test results to compare.", ""]
+    if comparison.notes:
+        parts += ["## Notes", "", *(f"- {note}" for note in comparison.notes), ""]
     if figure:
         parts += [f"![{METRIC_TITLES[comparison.metric]} per test set]({figure})", ""]
     if comparison.problems:
@@ -840,6 +863,14 @@ def markdown_report(comparison: Comparison, figure: str | None = None) -> str:
                 "",
                 f"Best trial ({sweep.sweeper}): {params}; value {sweep.best_value}; job: {jobs}.",
             ]
+        jobs = {str(job) for job in sweep.jobs}
+        rows = [r for r in comparison.runs if r.source in jobs]
+        if any(r.optimized_value is not None for r in rows):
+            parts += ["", "| job | status | objective |", "|---|---|---|"]
+            for r in rows:
+                value = "—" if r.optimized_value is None else f"{r.optimized_value:.6g}"
+                best = " (best)" if r.source in sweep.best_jobs else ""
+                parts.append(f"| {_md_escape(r.source)}{best} | {r.status} | {value} |")
         parts.append("")
     return "\n".join(parts)
 
