@@ -26,6 +26,16 @@ from deepfake_detect.data.dataset import (
     collate_waveforms,
     longest_first,
 )
+from deepfake_detect.data.feature_cache import (
+    CachedFeatureDataset,
+    FeatureCache,
+    FillStats,
+    cache_parts,
+    check_dtype,
+    collate_states,
+    default_dir,
+    fill,
+)
 from deepfake_detect.data.manifest import (
     LABELS,
     CorpusError,
@@ -41,6 +51,7 @@ from deepfake_detect.errors import ConfigError
 log = logging.getLogger(__name__)
 
 BALANCE_MODES = ("loss", "sampler", "none")
+FEATURE_CACHE_KEYS = ("enabled", "dir", "dtype")
 VALIDATE_MODES = ("auto", *SCAN_LEVELS)
 
 
@@ -140,6 +151,7 @@ class SpoofDataModule(L.LightningDataModule):
         limit_per_set: int | None = None,
         manifest_dir: str | None = None,
         cache_dir: str | None = None,
+        feature_cache: Mapping[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -193,6 +205,15 @@ class SpoofDataModule(L.LightningDataModule):
         self.manifest_dir = Path(manifest_dir) if manifest_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed = seed
+        self.feature_cache_options = _feature_cache_options(feature_cache)
+        """``data.feature_cache``: ``enabled``, ``dir``, ``dtype`` (see
+        :mod:`deepfake_detect.data.feature_cache`)."""
+        self.feature_cache: FeatureCache | None = None
+        """The open cache while fitting with it (None: waveforms)."""
+        self.feature_cache_stats: dict[str, Any] = {}
+        """The fill's counts (``hits``, ``computed``, ``corrupt``, ``skipped``, ``seconds``)."""
+        self._feature_cache_decided = False
+        self._crop_frames: int | None = None
         self._corpora: dict[str, Corpus] = {}
         self._sets: dict[SetSpec, list[Utterance]] = {}
         self.reports: dict[str, dict[str, Any]] = {}
@@ -330,6 +351,9 @@ class SpoofDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate"):
+            # decided (and filled) when the first loader is asked for: after the checkpoint is
+            # restored and the model is on its device
+            self.feature_cache, self._feature_cache_decided = None, stage == "validate"
             if stage != "validate":
                 if not self.train_specs:
                     raise CorpusError("no training set: set data.train=corpus:split")
@@ -418,19 +442,110 @@ class SpoofDataModule(L.LightningDataModule):
         mass = [float(draws[targets == i].sum()) for i in range(len(LABELS))]
         return [sum(mass) / (len(LABELS) * m) for m in mass]
 
+    # -- the frozen-encoder feature cache ---------------------------------------------------------
+    def _feature_cache_blocker(self, model: Any) -> str | None:
+        """Why the cache cannot serve this fit (None: it can)."""
+        if self.transforms:
+            names = ", ".join(type(t).__name__ for t in self.transforms)
+            return (
+                f"a waveform augmentation is active ({names}): cached features would hide it "
+                "(SpecAugment on the head's frames works with the cache)"
+            )
+        if getattr(model, "distill_loss", None) is not None:
+            return "distillation: the teacher scores the waveforms"
+        net = getattr(model, "net", None)
+        if net is None or getattr(net, "freeze_mode", "none") != "all":
+            return (
+                f"{type(net).__name__} has no frozen encoder (needs a Wav2Vec2 net with "
+                "model.freeze=all)"
+            )
+        return None
+
+    def _open_feature_cache(self) -> FeatureCache | None:
+        """Decide once per fit whether batches carry cached encoder states; when they do, fill
+        the cache for the training and validation rows first (each process its share under
+        DDP, then every process encodes what is still missing)."""
+        if self._feature_cache_decided:
+            return self.feature_cache
+        self._feature_cache_decided = True
+        options = self.feature_cache_options
+        trainer = getattr(self, "trainer", None)
+        if not options["enabled"] or trainer is None:
+            return None
+        model = trainer.lightning_module
+        blocker = self._feature_cache_blocker(model)
+        spec = None if blocker else model.feature_cache_spec()
+        if spec is None:
+            log.info("feature cache off: %s", blocker or "the model has nothing to cache")
+            return None
+        p = self.preprocessing
+        parts = cache_parts(spec.key, p, model.scorer.min_len)
+        cache = FeatureCache(
+            options["dir"], parts, spec.num_states, spec.hidden_size, options["dtype"]
+        ).open()
+        rows = list({row.path: row for row in [*self.train_rows, *self.val_rows]}.values())
+        reader = self._eval_dataset(rows)
+        batch = self.eval_batch_size if spec.padding_invariant else 1
+        world, rank = trainer.world_size, trainer.global_rank
+        stats = fill(
+            cache,
+            rows,
+            reader,
+            model.encode_for_cache,
+            batch,
+            self.num_workers,
+            (rank, world),
+            f" (rank {rank})" if world > 1 else "",
+        )
+        if world > 1:
+            trainer.strategy.barrier("feature_cache")
+            # every process checks all rows and encodes what another one could not write
+            check = fill(cache, rows, reader, model.encode_for_cache, batch, self.num_workers)
+            stats.computed += check.computed
+            stats.seconds += check.seconds
+        self._log_fill(cache, stats, len(rows))
+        self.feature_cache = cache
+        self._crop_frames = spec.frames(p.max_len) if p.max_len else None
+        return cache
+
+    def _log_fill(self, cache: FeatureCache, stats: FillStats, rows: int) -> None:
+        self.feature_cache_stats = {
+            "hits": stats.hits,
+            "computed": stats.computed,
+            "corrupt": stats.corrupt,
+            "skipped": stats.skipped,
+            "seconds": stats.seconds,
+        }
+        log.info(
+            "feature cache on: %s (%s, states %s): %d utterances, %d hits, %d encoded "
+            "(%d corrupt entries re-encoded, %d unreadable skipped) in %.1f s",
+            cache.dir,
+            cache.dtype,
+            cache.parts["encoder"].get("states"),
+            rows,
+            stats.hits,
+            stats.computed,
+            stats.corrupt,
+            stats.skipped,
+            stats.seconds,
+        )
+
     # -- loaders --------------------------------------------------------------------------------
-    def _loader(self, dataset: SpoofDataset, batch_size: int, **kwargs: Any) -> DataLoader:
+    def _loader(
+        self, dataset: Any, batch_size: int, collate: Any = collate_waveforms, **kwargs: Any
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate_waveforms,
+            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
 
-    def _eval_loader(self, rows: list[Utterance], transforms: Sequence[Any] = ()) -> DataLoader:
-        dataset = SpoofDataset(
+    def _eval_dataset(self, rows: list[Utterance], transforms: Sequence[Any] = ()) -> SpoofDataset:
+        """The contract's evaluation read: whole utterances (or their first eval_max_len)."""
+        return SpoofDataset(
             rows,
             self.preprocessing.sample_rate,
             self.preprocessing.eval_max_len,
@@ -441,12 +556,24 @@ class SpoofDataModule(L.LightningDataModule):
             transform_seed=self.test_transform_seed if transforms else None,
             trim_silence=self.preprocessing.trim_silence,
         )
+
+    def _eval_loader(self, rows: list[Utterance], transforms: Sequence[Any] = ()) -> DataLoader:
         return self._loader(
-            dataset, self.eval_batch_size, sampler=OrderedSampler(longest_first(rows))
+            self._eval_dataset(rows, transforms),
+            self.eval_batch_size,
+            sampler=OrderedSampler(longest_first(rows)),
         )
 
     def train_dataloader(self) -> DataLoader:
         p = self.preprocessing
+        cache = self._open_feature_cache()
+        if cache is not None:
+            return self._train_loader(
+                CachedFeatureDataset(
+                    self.train_rows, cache, self._crop_frames, p.train_pad, self.bad_audio
+                ),
+                collate_states,
+            )
         dataset = SpoofDataset(
             self.train_rows,
             p.sample_rate,
@@ -457,19 +584,50 @@ class SpoofDataModule(L.LightningDataModule):
             transforms=self.transforms,
             trim_silence=p.trim_silence,
         )
+        return self._train_loader(dataset, collate_waveforms)
+
+    def _train_loader(self, dataset: Any, collate: Any) -> DataLoader:
         drop_last = len(dataset) > self.batch_size  # never drop the only batch of a tiny set
         weights = self.sampling_weights()
         # keys (row, item seed) depend only on (seed, epoch): exact resume, any worker count
         sampler = EpochSampler(
             len(dataset), self.seed, weights=None if weights is None else weights.tolist()
         )
-        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
+        return self._loader(dataset, self.batch_size, collate, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._eval_loader(self.val_rows) if self.val_rows else []
+        if not self.val_rows:
+            return []
+        cache = self._open_feature_cache()
+        if cache is not None:
+            dataset = CachedFeatureDataset(self.val_rows, cache, bad_audio=self.bad_audio)
+            order = OrderedSampler(longest_first(self.val_rows))
+            return self._loader(dataset, self.eval_batch_size, collate_states, sampler=order)
+        return self._eval_loader(self.val_rows)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [
             self._eval_loader(rows, self.test_transforms.get(name, ()))
             for name, rows in self.test_sets.items()
         ]
+
+
+def _feature_cache_options(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data.feature_cache`` checked: ``enabled`` (bool), ``dir`` (default: the cache folder's
+    ``features``), ``dtype`` (``float16`` | ``float32``)."""
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)  # type: ignore[assignment]
+    options = dict(value or {})
+    unknown = sorted(set(options) - set(FEATURE_CACHE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"data.feature_cache: unknown option(s) {unknown} (known: {list(FEATURE_CACHE_KEYS)})"
+        )
+    enabled = options.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"data.feature_cache.enabled must be true or false, got {enabled!r}")
+    return {
+        "enabled": enabled,
+        "dir": Path(options.get("dir") or default_dir()),
+        "dtype": check_dtype(str(options.get("dtype") or "float16")),
+    }

@@ -32,7 +32,7 @@ READ_MARGIN = 64
 sample short of the window)."""
 
 
-def _item_rng(seed: int | None) -> np.random.Generator:
+def item_rng(seed: int | None) -> np.random.Generator:
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())  # follows seed_everything
     return np.random.default_rng(seed)
@@ -112,7 +112,7 @@ class SpoofDataset(Dataset):
         if seed is None and self.transform_seed is not None and self.transforms:
             rng = np.random.default_rng([self.transform_seed, index])
         elif self.random_crop or self.transforms:
-            rng = _item_rng(seed)
+            rng = item_rng(seed)
         try:
             wave = self._read(row, rng if self.random_crop else None)
         except AudioError as exc:

@@ -14,8 +14,10 @@ together.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,8 +25,45 @@ from torch import Tensor, nn
 
 MAX_PROBE_LEN = 1 << 16
 
+
+def module_digest(module: nn.Module) -> str:
+    """SHA-256 (hex) of a module's state dict: every tensor's name, dtype, shape and bytes. Keys
+    caches of what the module computes (a few seconds for a 300 M-parameter encoder)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        if data.numel():
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 FeatureAugment = Callable[[Tensor, Tensor | None], Tensor]
 """Feature masking in training: ``(features [B, T, F], valid frames [B]) -> features``."""
+
+
+@dataclass(frozen=True)
+class FeatureCacheSpec:
+    """What a net with a fixed (frozen) encoder lets :mod:`deepfake_detect.data.feature_cache`
+    store per utterance: ``num_states`` hidden states of ``hidden_size`` per frame.
+
+    ``key`` holds everything the stored values depend on besides the input (the encoder's
+    weight digest and architecture, the layer set); ``conv`` the encoder's (kernel, stride)
+    layers, which map a sample count to a frame count; ``padding_invariant``: whether a padded
+    utterance encodes as it does alone (else the cache encodes one utterance per pass)."""
+
+    key: dict[str, Any]
+    num_states: int
+    hidden_size: int
+    conv: tuple[tuple[int, int], ...] = field(default=())
+    padding_invariant: bool = True
+
+    def frames(self, num_samples: int) -> int:
+        """Encoder frames of ``num_samples`` input samples."""
+        n = num_samples
+        for kernel, stride in self.conv:
+            n = (n - kernel) // stride + 1
+        return max(int(n), 0)
 
 
 class SpoofNet(ABC, nn.Module):
@@ -71,6 +110,23 @@ class SpoofNet(ABC, nn.Module):
     def param_groups(self, base_lr: float) -> list[dict[str, Any]] | None:
         """Optimizer parameter groups with their own learning rates; None: one group."""
         return None
+
+    # -- the frozen-encoder feature cache (deepfake_detect.data.feature_cache) -------------------
+    def feature_cache_spec(self) -> FeatureCacheSpec | None:
+        """What the feature cache may store for this net, or None: its input-side computation
+        is not fixed (nothing frozen, or no separable encoder), so nothing can be cached."""
+        return None
+
+    def cache_states(
+        self, waveform: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Prepared ``[B, T]`` waveforms -> the states the cache stores ``[B, S, F, H]`` and the
+        ``[B, F]`` frame mask (only when :meth:`feature_cache_spec` is not None)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable encoder")
+
+    def embed_cached(self, states: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`embed` from cached states ``[B, S, F, H]`` and their ``[B, F]`` frame mask."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable encoder")
 
     @property
     def min_input_len(self) -> int:

@@ -24,7 +24,7 @@ from deepfake_detect.evaluation.summary import summarize_scores
 from deepfake_detect.losses import DistillationLoss, SpoofLoss
 from deepfake_detect.metrics.collector import ScoreCollector
 from deepfake_detect.models.checkpoint import CheckpointError, checkpoint_hparams, read_checkpoint
-from deepfake_detect.models.interface import SpoofNet
+from deepfake_detect.models.interface import FeatureCacheSpec, SpoofNet
 from deepfake_detect.models.scorer import SpoofScorer, build_net, build_objective, plain
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,30 @@ class SpoofDetector(L.LightningModule):
         loss = self.scorer.objective(embedding, logits, labels, self.class_weights)
         return loss, self.scorer.score_outputs(embedding, logits)
 
+    # -- the frozen-encoder feature cache (deepfake_detect.data.feature_cache) ------------------
+    def feature_cache_spec(self) -> FeatureCacheSpec | None:
+        """The net's (None when it has no frozen encoder, or when distilling: the teacher
+        scores the waveforms)."""
+        if self.distill_loss is not None:
+            return None
+        return self.net.feature_cache_spec()
+
+    def encode_for_cache(self, waveform: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """What the cache stores for a waveform batch: the scorer's preparation (tile short
+        inputs, normalise each row over itself), then the net's encoder states, on this
+        module's device (``[B, S, F, H]`` and the ``[B, F]`` frame mask)."""
+        wave, lengths = self.scorer.prepare(waveform.to(self.device), lengths.to(self.device))
+        return self.net.cache_states(wave, lengths)
+
+    def cached_loss_and_score(
+        self, states: Tensor, mask: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`loss_and_score` from cached encoder states (the head only)."""
+        embedding = self.net.embed_cached(states, mask)
+        logits = self.net.classify(embedding) if self.scorer.uses_logits else None
+        loss = self.scorer.objective(embedding, logits, labels, self.class_weights)
+        return loss, self.scorer.score_outputs(embedding, logits)
+
     @property
     def teacher(self) -> SpoofScorer | None:
         """The frozen distillation teacher while fitting (None otherwise)."""
@@ -240,8 +264,11 @@ class SpoofDetector(L.LightningModule):
         if batch["label"].numel() == 0:
             return None
         labels = batch["label"]
-        loss, score = self.loss_and_score(batch["wave"], batch["lengths"], labels)
-        if self.distill_loss is not None and self.teacher is not None:
+        if "states" in batch:  # the feature cache's frames (no teacher: the cache is off then)
+            loss, score = self.cached_loss_and_score(batch["states"], batch["frame_mask"], labels)
+        else:
+            loss, score = self.loss_and_score(batch["wave"], batch["lengths"], labels)
+        if "wave" in batch and self.distill_loss is not None and self.teacher is not None:
             with torch.no_grad():
                 teacher_score = self.teacher(batch["wave"], batch["lengths"])
             hard = loss
@@ -291,10 +318,14 @@ class SpoofDetector(L.LightningModule):
         self._count_skipped(stage, batch)
         if batch["label"].numel() == 0:
             return
-        wave, lengths, labels = batch["wave"], batch["lengths"], batch["label"]
+        lengths, labels = batch["lengths"], batch["label"]
         long = self.scorer.is_long(lengths)
         # no teacher here: a distilled student validates and tests alone
-        if bool(long.any()):
+        if "states" in batch:
+            # the feature cache (validation while fitting): whole utterances in one pass
+            loss, score = self.cached_loss_and_score(batch["states"], batch["frame_mask"], labels)
+        elif bool(long.any()):
+            wave = batch["wave"]
             score = self.scorer(wave, lengths)  # long utterances scored in windows
             loss = None
             if not bool(long.all()):
@@ -302,7 +333,7 @@ class SpoofDetector(L.LightningModule):
                 width = int(lengths[short].max())
                 loss = self.loss_and_score(wave[short, :width], lengths[short], labels[short])[0]
         else:
-            loss, score = self.loss_and_score(wave, lengths, labels)
+            loss, score = self.loss_and_score(batch["wave"], lengths, labels)
         keep = torch.isfinite(score)
         if not bool(keep.all()):
             paths = self._paths(stage, batch["index"][~keep], dataloader_idx)

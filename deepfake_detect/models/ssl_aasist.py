@@ -127,6 +127,9 @@ class Wav2Vec2AASIST(Wav2Vec2Net):
         frames, mask = self.features(waveform, lengths)
         return self.backend.embed(frames, mask)
 
+    def embed_cached(self, states: Tensor, mask: Tensor) -> Tensor:
+        return self.backend.embed(self.cached_frames(states, mask), mask)
+
     def classify(self, embedding: Tensor) -> Tensor:
         return self.backend.classify(embedding)
 

@@ -17,7 +17,12 @@ import torch
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from deepfake_detect.models.interface import FeatureAugment, SpoofNet
+from deepfake_detect.models.interface import (
+    FeatureAugment,
+    FeatureCacheSpec,
+    SpoofNet,
+    module_digest,
+)
 
 FREEZE_MODES = ("none", "feature_encoder", "all")
 POOLINGS = ("mean", "max", "stats")
@@ -369,6 +374,60 @@ class Wav2Vec2Net(SpoofNet):
         summed = torch.tensordot(weights, torch.stack(states), dims=1)
         return self._head_frames(summed, mask), mask
 
+    # -- the frozen-encoder feature cache --------------------------------------------------------
+    def _cached_states(self) -> str | int:
+        """Which hidden states the cache stores: ``all`` (weighted sum), ``last`` (the final
+        output, ``layer=-1``) or one index from the bottom."""
+        if self.layer_weights is not None:
+            return "all"
+        if self.layer == -1:
+            return "last"
+        assert isinstance(self.layer, int)
+        return self.layer % (self.encoder.config.num_hidden_layers + 1)
+
+    def feature_cache_spec(self) -> FeatureCacheSpec | None:
+        """With ``freeze=all`` the encoder is a fixed function (eval mode, no gradients): its
+        hidden states can be cached. Keyed by the encoder's weights and architecture and the
+        states stored; the head (and SpecAugment on its frames) runs on them."""
+        if self.freeze_mode != "all":
+            return None
+        config = self.encoder.config
+        full = config.to_dict()
+        states = self._cached_states()
+        key = {
+            "encoder": module_digest(self.encoder),
+            "architecture": {name: full.get(name) for name in sorted(_BASE)},
+            "states": states,
+        }
+        return FeatureCacheSpec(
+            key=key,
+            num_states=config.num_hidden_layers + 1 if states == "all" else 1,
+            hidden_size=config.hidden_size,
+            conv=tuple(zip(config.conv_kernel, config.conv_stride, strict=True)),
+            # group-norm feature encoders (wav2vec2-base) take no mask: padding changes them
+            padding_invariant=config.feat_extract_norm == "layer",
+        )
+
+    def cache_states(
+        self, waveform: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The hidden states :meth:`features` would read, ``[B, S, F, H]`` (S: all of them for
+        the weighted sum, else 1), and the frame mask."""
+        with torch.no_grad():
+            if self.layer_weights is not None:
+                states, mask = self.hidden_states(waveform, lengths, all_layers=True)
+                return torch.stack(states, dim=1), mask
+            states, mask = self.hidden_states(waveform, lengths, all_layers=self.layer != -1)
+            return states[self.layer].unsqueeze(1), mask
+
+    def cached_frames(self, states: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`features`' frames from cached states ``[B, S, F, H]``."""
+        if self.layer_weights is None:
+            return self._head_frames(states[:, 0], mask)
+        weights = torch.softmax(self.layer_weights, dim=0).to(states.dtype)
+        summed = torch.tensordot(weights, states.transpose(0, 1), dims=1)
+        return self._head_frames(summed, mask)
+
     def rebuild_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
         """The net config that rebuilds this architecture without downloading anything
         (stored in checkpoints; the weights come from the checkpoint's state dict)."""
@@ -402,6 +461,9 @@ class Wav2Vec2Classifier(Wav2Vec2Net):
     def embed(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         frames, mask = self.features(waveform, lengths)
         return masked_pool(frames, mask, self.pooling)
+
+    def embed_cached(self, states: Tensor, mask: Tensor) -> Tensor:
+        return masked_pool(self.cached_frames(states, mask), mask, self.pooling)
 
     def classify(self, embedding: Tensor) -> Tensor:
         return self.head(self.dropout(embedding))
