@@ -33,14 +33,23 @@ def wandb_offline() -> bool:
 
 def wandb_logger(**kwargs: Any) -> Any:
     """Lightning's ``WandbLogger``, or an ImportError that says how to install wandb (an
-    optional extra: the rest of the package runs without it)."""
+    optional extra: the rest of the package runs without it).
+
+    ``log_model`` on an offline run, which Lightning refuses, is kept as ``requested_log_model``:
+    the pipeline then logs the best checkpoint itself, as an artifact of the offline run
+    (``wandb sync`` uploads it with the run)."""
     try:
         import wandb  # noqa: F401
     except ImportError as exc:
         raise ImportError(WANDB_MISSING) from exc
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(**kwargs)
+    requested = kwargs.get("log_model", False)
+    if kwargs.get("offline") and requested:
+        kwargs["log_model"] = False
+    logger = WandbLogger(**kwargs)
+    logger.requested_log_model = requested
+    return logger
 
 
 def register_resolvers() -> None:

@@ -10,11 +10,13 @@ run is written to the run's log file (``<run>/train.log``) and its ``FAILED`` ma
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import shutil
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -35,6 +37,10 @@ FAILED = "FAILED"
 """Written into a run directory whose run raised: the error and its full traceback."""
 INTERRUPTED = "INTERRUPTED"
 """Written into a run directory whose run was interrupted (Ctrl-C): the command that resumes it."""
+RUN_MARKER = ".run.json"
+"""Written into a run directory by the run that owns it (``pipeline.claim_output_dir``):
+``status`` running | finished | failed | interrupted, ``pid``, ``host``, ``started``, and at the
+end ``ended`` (epoch seconds) and, for a failed run, ``error`` (one line). ``compare`` reads it."""
 
 NOISE_WARNINGS = (
     # torch deprecates LeafSpec; Lightning's _pytree still uses it (every optimizer step)
@@ -134,6 +140,26 @@ def clear_marks(run_dir: Path | None) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+def end_run(run_dir: Path | None, status: str, error: str | None = None) -> None:
+    """Record how the run that owns ``run_dir`` ended in its :data:`RUN_MARKER`. Only this
+    process's marker is touched: a run refused a directory (another run's) leaves it alone."""
+    if run_dir is None or rank_zero_only.rank != 0:
+        return
+    marker = run_dir / RUN_MARKER
+    try:
+        state = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return
+    if state.get("pid") != os.getpid():
+        return
+    state.update(status=status, ended=time.time())
+    if error is not None:
+        state["error"] = " ".join(error.split())  # one line
+    else:
+        state.pop("error", None)
+    marker.write_text(json.dumps(state))
+
+
 # -- errors and interrupts ----------------------------------------------------------------------
 class ReportedError(CompactHydraException):
     """A user error, shown by Hydra as its message alone (no traceback)."""
@@ -150,6 +176,17 @@ def _overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # not in a Hydra app
         return []
+
+
+def in_multirun() -> bool:
+    """Whether this job is one of a multirun (``-m``, a sweep)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not in a Hydra app
+        return False
 
 
 def resume_command(run_dir: Path, checkpoint: Path | None, script: str | None = None) -> str:
@@ -192,6 +229,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except KeyboardInterrupt as exc:
         text = interrupted_message(exc, run_dir)
         mark(run_dir, INTERRUPTED, text)
+        end_run(run_dir, "interrupted")
         to_log_files(text, logging.WARNING)
         sys.stderr.write(text + "\n")
         raise SystemExit(130) from None
@@ -200,10 +238,14 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         found = find_user_error(exc)
         message = found[1] if found else f"{type(exc).__name__}: {exc}"
         to_log_files(f"error: {message}\n{trace}", logging.ERROR)
-        # a bug keeps its directory (evidence); a user error's without results goes
-        settled = settle_failed_run(run_dir, f"{message}\n\n{trace}", keep=found is None)
+        end_run(run_dir, "failed", message)
+        # a bug keeps its directory (evidence); a user error's without results goes, save in a
+        # sweep, whose failed trials stay listed (FAILED, .run.json) next to the others
+        keep = found is None or in_multirun()
+        settled = settle_failed_run(run_dir, f"{message}\n\n{trace}", keep=keep)
         if found is None or full_error_wanted():
             raise
         raise ReportedError(f"error: {message}" + (f"\n({settled})" if settled else "")) from None
     clear_marks(run_dir)
+    end_run(run_dir, "finished")
     return result

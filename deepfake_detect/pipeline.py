@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake_detect.augment.chain import build_augmentation, describe_augmentation
-from deepfake_detect.console import announce, quiet_dependencies
+from deepfake_detect.console import RUN_MARKER, announce, quiet_dependencies
 from deepfake_detect.data.corpora.base import CorpusPathError
 from deepfake_detect.data.preprocessing import Preprocessing, describe, resolve_preprocessing
 from deepfake_detect.errors import ConfigError, RunInterrupted
@@ -54,10 +55,8 @@ from deepfake_detect.models.module import SpoofDetector, load_detector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_fusion", "load_detector", "train"]
+__all__ = ["RUN_MARKER", "evaluate", "evaluate_fusion", "load_detector", "objective", "train"]
 
-RUN_MARKER = ".run.json"
-"""Written into a run directory by the run that owns it (see :func:`claim_output_dir`)."""
 PREPROCESSING_KEYS = tuple(f.name for f in fields(Preprocessing))
 
 
@@ -108,17 +107,27 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def claim_output_dir(out_dir: str | Path, ckpt_path: str | None = None) -> None:
+def claim_output_dir(
+    out_dir: str | Path, ckpt_path: str | None = None, take_over: bool = False
+) -> None:
     """Make ``out_dir`` this run's, or refuse: two runs in one directory would mix their
     checkpoints, logs and metrics. A run may reuse a directory only to resume from a
-    checkpoint inside it. The claim is atomic (two jobs started in the same second: one wins)."""
+    checkpoint inside it, or with ``take_over`` (``resume=auto`` where the run it restarts wrote
+    no checkpoint yet: a job requeued before its first epoch ended). The claim is atomic (two
+    jobs started in the same second: one wins). The marker says ``"status": "running"``; the
+    entry point records how the run ended (:func:`deepfake_detect.console.end_run`)."""
     if not is_global_zero():
         return
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / RUN_MARKER
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    resuming = (
+    owner = {
+        "status": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+    }
+    resuming = take_over or (
         ckpt_path is not None and Path(out_dir).resolve() in Path(ckpt_path).resolve().parents
     )
     try:
@@ -133,8 +142,8 @@ def claim_output_dir(out_dir: str | Path, ckpt_path: str | None = None) -> None:
             raise OutputDirError(
                 f"{out_dir} already holds another run (pid {previous.get('pid', '?')} on "
                 f"{previous.get('host', '?')}, started {started}): give this run its own "
-                f"directory (hydra.run.dir=...), or resume that run with "
-                f"ckpt_path={out_dir}/checkpoints/last.ckpt"
+                f"directory (hydra.run.dir=...), or resume that run with resume=auto "
+                f"(or ckpt_path={out_dir}/checkpoints/last.ckpt)"
             ) from None
         marker.write_text(json.dumps(owner))
         return
@@ -142,11 +151,101 @@ def claim_output_dir(out_dir: str | Path, ckpt_path: str | None = None) -> None:
         json.dump(owner, f)
 
 
-def _loggers(cfg: DictConfig) -> list[Logger]:
-    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+def _is_wandb(entry: DictConfig) -> bool:
+    return str(entry.get("_target_", "")).rpartition(".")[2] in ("wandb_logger", "WandbLogger")
+
+
+def _sweep_name() -> str | None:
+    """The sweep directory's name in a multirun (``-m``), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(hydra_cfg.sweep.dir)).name or None
+
+
+def wandb_identity(entry: DictConfig, facts: Mapping[str, Any], user_tags: Any) -> dict[str, Any]:
+    """The W&B group and tags of a run: the configured group, else the sweep directory's name
+    (the runs of one sweep share it; a single run has none); the user's ``tags`` plus the run's
+    experiment, model, freeze mode, training data and augmentation (W&B tags: 64 characters)."""
+    group = entry.get("group") or _sweep_name()
+    if group:
+        group = f"{facts['task']}-{group}" if entry.get("group") is None else str(group)
+    train_data = facts.get("train_data")
+    derived = [
+        facts.get("experiment") and f"experiment:{facts['experiment']}",
+        f"model:{facts['model']}",
+        facts.get("freeze") and f"freeze:{facts['freeze']}",
+        *(f"data:{d}" for d in (train_data if isinstance(train_data, list) else [train_data])),
+        f"augment:{facts.get('augment_name') or 'none'}",
+    ]
+    tags: list[str] = []
+    for tag in [*(OmegaConf.to_container(user_tags) if user_tags else []), *derived]:
+        if tag and str(tag)[:64] not in tags:
+            tags.append(str(tag)[:64])
+    return {"group": group, "tags": tags}
+
+
+def _loggers(cfg: DictConfig, facts: Mapping[str, Any] | None = None) -> list[Logger]:
+    """The configured loggers (W&B: grouped and tagged from ``facts``, see
+    :func:`wandb_identity`), each given the whole resolved config."""
+    loggers: list[Logger] = []
+    for entry in (cfg.get("logger") or {}).values():
+        if not entry or "_target_" not in entry:
+            continue
+        extra = wandb_identity(entry, facts, cfg.get("tags")) if facts and _is_wandb(entry) else {}
+        loggers.append(instantiate(entry, **extra))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
+
+
+def finish_wandb(loggers: list[Logger], failed: bool) -> None:
+    """End the W&B runs these loggers started (exit code 1: W&B marks the run failed). Without
+    it the next run of a sweep in this process would log into the same W&B run."""
+    for logger in loggers:
+        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=1 if failed else 0)
+            logger._experiment = None
+
+
+def finishes_wandb(run: Callable[..., Any]) -> Callable[..., Any]:
+    """Finish the W&B run a task started, if any (failed when the task raises)."""
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = run(*args, **kwargs)
+        except BaseException:
+            _finish_global_wandb(exit_code=1)
+            raise
+        _finish_global_wandb(exit_code=0)
+        return result
+
+    return wrapper
+
+
+def _finish_global_wandb(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")  # never imported: no run to finish
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish(exit_code=exit_code)
+
+
+@contextmanager
+def _wandb_finished(loggers: list[Logger]) -> Iterator[None]:
+    """W&B is finished whatever happens in the block (``loggers`` may be filled inside it)."""
+    try:
+        yield
+    except BaseException:
+        finish_wandb(loggers, failed=True)
+        raise
+    finish_wandb(loggers, failed=False)
 
 
 def _trainer(cfg: DictConfig, loggers: list[Logger], no_validation: str | None = None) -> L.Trainer:
@@ -245,6 +344,7 @@ def _finish(
     skipped: Mapping[str, int],
     info: Mapping[str, Any],
     headline: str | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the run's files, then print its last lines: ``headline``, one row per test set and
     the run directory."""
@@ -270,34 +370,170 @@ def _finish(
         skipped,
         provenance=dict(info),
         data=datamodule.reports,
+        **({"run": dict(run)} if run is not None else {}),
     )
     if results:
         write_test_report(out_dir, results, datamodule.reports)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             log_run_files(logger, out_dir)
+            _log_best_checkpoint(logger, metrics.get("best_checkpoint"))
     table = text_table({r.name: r.metrics for r in results}) if results else None
     lines = [part for part in (headline, table) if part]
     announce("\n\n".join(["", *lines, f"run directory: {out_dir}"]))
     return metrics
 
 
-def _resume_path(cfg: DictConfig) -> str | None:
+RESUME_MODES = (False, "auto")
+
+
+def _log_best_checkpoint(logger: WandbLogger, path: str | None) -> None:
+    """``log_model`` on an offline W&B run (see :func:`deepfake_detect.config.wandb_logger`):
+    the best checkpoint as a ``model`` artifact, alias ``best``. Online, Lightning does it."""
+    if not path or not getattr(logger, "requested_log_model", False) or logger._log_model:
+        return
+    import wandb
+
+    run = logger.experiment
+    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"file": Path(path).name})
+    artifact.add_file(path, name="model.ckpt")
+    run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def _resume_path(cfg: DictConfig) -> tuple[str | None, bool]:
+    """The checkpoint to resume from and whether this run may take over its directory.
+
+    ``ckpt_path`` wins; else ``resume=auto`` resumes from ``<output_dir>/checkpoints/last.ckpt``
+    when it exists (a requeued or restarted job), and otherwise starts fresh in the same
+    directory. Under SLURM, a Lightning ``hpc_ckpt_*.ckpt`` in the directory (written on the
+    requeue signal) is newer than ``last.ckpt`` and is taken instead."""
+    mode = cfg.get("resume", False)
+    if mode not in RESUME_MODES:
+        raise ConfigError(f"resume={mode!r}: expected false or auto")
     path = cfg.get("ckpt_path")
+    take_over = False
+    if not path and mode == "auto":
+        out_dir = Path(cfg.paths.output_dir)
+        candidates = [out_dir / "checkpoints" / "last.ckpt", *out_dir.glob("hpc_ckpt_*.ckpt")]
+        found = [c for c in candidates if c.is_file()]
+        take_over = True
+        if found:
+            path = str(max(found, key=lambda c: c.stat().st_mtime))
+            log.info("resume=auto: resuming from %s", path)
+        else:
+            log.info("resume=auto: no checkpoint in %s, starting fresh", out_dir)
     if path:
         read_checkpoint(path, "checkpoint to resume from")  # one clear error if unusable
-    return path
+    return path, take_over
+
+
+# -- the run's facts (metrics.json's "run" section, W&B tags, compare's rows) -----------------
+def experiment_name(cfg: DictConfig) -> str | None:
+    """``experiment_name`` when set, else Hydra's choice of ``experiment=`` (None without one,
+    or outside a Hydra app)."""
+    if cfg.get("experiment_name"):
+        return str(cfg.experiment_name)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get("experiment")
+    except ValueError:  # a composed config, no Hydra app
+        return None
+
+
+def _augment_name(cfg: DictConfig) -> str:
+    """The chain's entries by name (``rawboost+codec``), or ``none``."""
+    chain = cfg.get("augment") or {}
+    names = [name for name, entry in chain.items() if entry and "_target_" in entry]
+    return "+".join(names) or "none"
+
+
+def run_facts(cfg: DictConfig, augment: str) -> dict[str, Any]:
+    """What a run is, from its config: the row ``compare`` puts it in."""
+    train_data = cfg.data.get("train")
+    if OmegaConf.is_list(train_data) or isinstance(train_data, list | tuple):
+        train_data = [str(t) for t in train_data]
+    return {
+        "task": "train",
+        "experiment": experiment_name(cfg),
+        "model": str(cfg.model.net._target_).rpartition(".")[2],
+        "freeze": cfg.model.get("freeze"),
+        "train_data": train_data,
+        "augment": augment,
+        "augment_name": _augment_name(cfg),
+        "seed": cfg.get("seed"),
+    }
+
+
+def _accelerator_name(trainer: L.Trainer) -> str:
+    return type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+
+
+def run_section(
+    facts: Mapping[str, Any],
+    trainer: L.Trainer,
+    model: torch.nn.Module,
+    train_seconds: float,
+    run_seconds: float,
+    optimized: tuple[str, float | None],
+) -> dict[str, Any]:
+    """metrics.json's ``run`` section. ``gpu_hours``: this process's wall time (fit and test)
+    times the GPUs it held (0 on CPU); a resumed run counts its own part only."""
+    accelerator = _accelerator_name(trainer)
+    devices, nodes = int(trainer.num_devices), int(trainer.num_nodes)
+    gpus = devices * nodes if accelerator == "cuda" else 0
+    return {
+        **facts,
+        "train_seconds": round(train_seconds, 3),
+        "accelerator": accelerator,
+        "devices": devices,
+        "num_nodes": nodes,
+        "gpu_hours": run_seconds * gpus / 3600,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "optimized_metric": optimized[0],
+        "optimized_value": optimized[1],
+    }
+
+
+def best_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """``<monitor>_best`` (``val/eer_best``): the score the best checkpoint was chosen by, the
+    best over the run (restored with the callback's state on resume)."""
+    out = {}
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor:
+            score = callback.best_model_score
+            if score is not None:
+                out[f"{callback.monitor}_best"] = float(score)
+    return out
+
+
+def objective(metrics: Mapping[str, Any], name: str, multirun: bool) -> float | None:
+    """The value a sweeper minimises: ``metrics[name]``, or None when the run has none (no
+    validation, say). In a multirun a NaN or infinite value is None too: Optuna's sweeper
+    records a trial whose value is not a float as failed and goes on (a NaN would end the
+    sweep), Hydra's basic sweeper ignores the value. A single run returns it as it is."""
+    value = metrics.get(name)
+    if not isinstance(value, int | float):
+        if multirun:
+            log.warning("optimized_metric=%s: the run has no such metric; trial failed", name)
+        return None
+    if multirun and not math.isfinite(value):
+        log.warning("optimized_metric=%s is %s: trial failed", name, value)
+        return None
+    return float(value)
 
 
 @names_config_sources
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint (by ``val/eer``); returns every metric (the test
     metrics in float64, from the result records)."""
+    started = time.perf_counter()
     quiet_dependencies()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    resume = _resume_path(cfg)
-    claim_output_dir(cfg.paths.output_dir, resume)
+    resume, take_over = _resume_path(cfg)
+    claim_output_dir(cfg.paths.output_dir, resume, take_over)
     log.info("run directory: %s", cfg.paths.output_dir)
     model: SpoofDetector = instantiate(cfg.model)
     waves, masking = build_augmentation(cfg.get("augment"))
@@ -310,15 +546,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"augment: {exc}") from None
     model.set_preprocessing(datamodule.preprocessing)
     log.info("preprocessing: %s", describe(datamodule.preprocessing))
-    log.info("augmentation (training only): %s", describe_augmentation(waves, masking))
-    loggers = _loggers(cfg)
+    augment = describe_augmentation(waves, masking)
+    log.info("augmentation (training only): %s", augment)
+    facts = run_facts(cfg, augment)
+    loggers: list[Logger] = []
+    with _wandb_finished(loggers):
+        loggers += _loggers(cfg, facts)
+        return _fit_and_test(cfg, model, datamodule, loggers, facts, resume, started)
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    model: SpoofDetector,
+    datamodule: Any,
+    loggers: list[Logger],
+    facts: Mapping[str, Any],
+    resume: str | None,
+    started: float,
+) -> dict[str, Any]:
     trained = bool(cfg.get("train", True))
     trainer = _trainer(cfg, loggers, _no_validation(cfg, datamodule) if trained else None)
     info = provenance(cfg)
+    fit_started = time.perf_counter()
     if trained:
         with _interruptible(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    train_seconds = time.perf_counter() - fit_started
     metrics: dict[str, Any] = _floats(trainer.callback_metrics)
+    metrics.update(best_metrics(trainer))
     results: list[TestSetResult] = []
     headline = None
     if cfg.get("test", True):
@@ -346,7 +601,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if "test/eer" in metrics:
             what = f"checkpoint: {best}" if best else f"tested: {tested}"
             headline = f"test EER: {100 * metrics['test/eer']:.2f}%  ({what})"
-    return _finish(cfg, datamodule, loggers, metrics, results, model.skipped, info, headline)
+    name = str(cfg.get("optimized_metric") or "val/eer_best")
+    value = metrics.get(name)
+    optimized = (name, float(value) if isinstance(value, int | float) else None)
+    run = run_section(
+        {k: v for k, v in facts.items() if k != "augment_name"},
+        trainer,
+        model,
+        train_seconds,
+        time.perf_counter() - started,
+        optimized,
+    )
+    return _finish(
+        cfg, datamodule, loggers, metrics, results, model.skipped, info, headline, run=run
+    )
 
 
 def _tested_weights(trainer: L.Trainer, trained: bool) -> str:
@@ -400,6 +668,7 @@ def _eval_datamodule(cfg: DictConfig, preprocessing: Preprocessing) -> Any:
 
 
 @names_config_sources
+@finishes_wandb
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt_path`` on the data config's test sets with the preprocessing stored in
     the checkpoint; write scores, metrics, report. With ``fusion.ckpt_paths`` set, the fused
@@ -475,6 +744,7 @@ def _score_systems(
 
 
 @names_config_sources
+@finishes_wandb
 def evaluate_fusion(cfg: DictConfig) -> dict[str, Any]:
     """Score every checkpoint of ``fusion.ckpt_paths`` on the data config's ``val`` selection
     (the dev set) and test sets, fit ``fusion.method`` on the dev scores, and evaluate the fused

@@ -441,3 +441,36 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
         assert again[key] == value or (math.isnan(value) and math.isnan(again[key])), key
     for scores in (full / "scores").glob("*.tsv"):
         assert (cut / "scores" / scores.name).read_text() == scores.read_text()
+    # the best-so-far score (the objective) and the tested checkpoint survive the resume
+    assert again["val/eer_best"] == metrics["val/eer_best"]
+    run_full = json.loads((full / "metrics.json").read_text())["run"]
+    run_cut = json.loads((cut / "metrics.json").read_text())["run"]
+    assert run_cut["optimized_value"] == run_full["optimized_value"] == metrics["val/eer_best"]
+    # so does the callbacks' state: early stopping's count and best, the best checkpoint's score
+    states = [_callback_states(d / "checkpoints" / "last.ckpt") for d in (full, cut)]
+    assert states[0]["EarlyStopping"] == states[1]["EarlyStopping"]
+    assert states[0]["EarlyStopping"]["wait_count"] >= 0
+    best = [s["ModelCheckpoint"] for s in states]
+    assert best[0]["best_model_score"] == best[1]["best_model_score"]
+    assert best[0]["best_model_path"] == best[1]["best_model_path"]
+    assert json.loads((cut / ".run.json").read_text())["status"] == "finished"
+
+
+PATH_KEYS = ("dirpath", "best_k_models", "kth_best_model_path", "last_model_path")
+"""Callback state that names the run directory (two runs, two directories)."""
+
+
+def _callback_states(ckpt: Path) -> dict[str, dict]:
+    """The early-stopping and best-checkpoint (monitored) callbacks' states in a checkpoint,
+    tensors as numbers, paths by file name."""
+    states = torch.load(ckpt, map_location="cpu", weights_only=True)["callbacks"]
+    out = {}
+    for key, state in states.items():
+        name = key.split("{")[0]
+        if name == "EarlyStopping" or (name == "ModelCheckpoint" and "val/eer" in key):
+            out[name] = {
+                k: Path(v).name if k == "best_model_path" else getattr(v, "item", lambda v=v: v)()
+                for k, v in state.items()
+                if k not in PATH_KEYS
+            }
+    return out
