@@ -393,6 +393,12 @@ def test_mfu_script_counts_flops_on_cpu(capsys) -> None:
     with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as forward:
         model(torch.randn(2, 16000))
     assert 2.0 <= both / forward.get_total_flops() <= 3.5  # backward ~ twice the forward
+    conv = torch.nn.Conv1d(32, 64, 8, stride=2, groups=4)  # as Wav2Vec2's positional conv
+    x = torch.randn(2, 32, 100, requires_grad=True)
+    with mfu.flop_counter() as counted:
+        conv(x).sum().backward()
+    analytic = 2 * 2 * 47 * 64 * (32 // 4) * 8  # 2 x batch x out frames x c_out x c_in/g x k
+    assert counted.get_total_flops() == 3 * analytic  # forward, input and weight gradients
     assert mfu.peak_tflops("NVIDIA H200", None) == mfu.peak_tflops("NVIDIA H100 80GB HBM3", None)
     assert mfu.peak_tflops("Some GPU", 123.0) == 123.0
     assert mfu.main(["--dry-run", "--crop-seconds", "0.5"]) == 0

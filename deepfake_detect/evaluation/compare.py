@@ -366,7 +366,9 @@ def _count_params(
         return
     try:
         if count_trainable and record.trainable_params is None:
-            key = json.dumps([lookup(record.config, "model.net"), record.fields["freeze"]])
+            key = json.dumps(
+                [lookup(record.config, "model.net"), record.fields["freeze"]], default=str
+            )
             if key not in _TRAINABLE_CACHE or not record.config:
                 _TRAINABLE_CACHE[key] = trainable_params(checkpoint)
             params, trainable = _TRAINABLE_CACHE[key]
