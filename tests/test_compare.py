@@ -220,6 +220,17 @@ def test_three_finished_runs_one_failed(four_runs: Path, tmp_path: Path) -> None
     assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_run_paths_globs_and_parents(four_runs: Path) -> None:
+    assert find_run_dirs([four_runs / "a*"]) == [four_runs / "a1", four_runs / "a2"]
+    assert find_run_dirs([four_runs / "b1" / "metrics.json", four_runs / "a1"]) == [
+        four_runs / "a1",
+        four_runs / "b1",
+    ]
+    assert find_run_dirs([four_runs.parent]) == find_run_dirs([four_runs])
+    with pytest.raises(CompareError, match="no such file or folder"):
+        find_run_dirs([four_runs / "z*"])
+
+
 def test_group_by_seed_and_config_keys(four_runs: Path) -> None:
     records = [read_run_dir(d) for d in find_run_dirs([four_runs])]
     by_seed = compare_runs(records, group_by=["seed"])
