@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="compare finished runs: one table (Markdown + CSV) and one figure",
         description="Compare runs: rows = experiments (seeds aggregated as mean ± spread), "
-        "columns = test sets (EER %%, min t-DCF), training time, GPU-hours, parameters. "
+        "columns = test sets (EER %, min t-DCF), training time, GPU-hours, parameters. "
         "Failed, running and incomplete runs are listed as such.",
     )
     parser.add_argument(
