@@ -36,6 +36,7 @@ from deepfake_detect.data.audio import AudioError
 from deepfake_detect.data.corpora.base import AUDIO_EXTENSIONS, list_audio, open_text
 from deepfake_detect.data.preprocessing import SILENCE_PEAK, Preprocessing
 from deepfake_detect.data.vad import trim_silence
+from deepfake_detect.export.runtime import ExportedScorer, exported_format, load_exported
 from deepfake_detect.inference.blocks import (
     BLOCK_SECONDS,
     BlockStats,
@@ -78,9 +79,10 @@ class DetectError(ValueError):
 # -- the model ----------------------------------------------------------------------------------
 @dataclass
 class Detector:
-    """A scorer, its calibration (None: none stored) and where it came from."""
+    """A scorer (a checkpoint's, or an exported file's :class:`ExportedScorer`), its
+    calibration (None: none stored) and where it came from."""
 
-    scorer: SpoofScorer
+    scorer: SpoofScorer | ExportedScorer
     calibration: Calibration | None
     path: str
 
@@ -100,7 +102,12 @@ class Detector:
 
 
 def load_model(path: str | Path) -> Detector:
-    """A checkpoint's scorer (eval mode) and calibration, read once, without Lightning."""
+    """A checkpoint's scorer (eval mode) and calibration, read once, without Lightning; or an
+    exported model (ONNX or TorchScript, recognised by content) with the calibration its
+    metadata carries (:func:`deepfake_detect.export.load_exported`)."""
+    if Path(path).expanduser().is_file() and exported_format(Path(path).expanduser()):
+        exported = load_exported(path)
+        return Detector(exported, exported.calibration, str(path))
     checkpoint = read_checkpoint(path)
     scorer = SpoofScorer.from_checkpoint_dict(checkpoint, path)
     try:
@@ -307,8 +314,20 @@ def _reason(exc: AudioError, path: str) -> str:
     return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
 
 
+def score_windows(
+    scorer: SpoofScorer | ExportedScorer, wave: torch.Tensor, lengths: torch.Tensor
+) -> list[float]:
+    """Scores of a padded batch of windows, each scored in one pass (no further windowing):
+    what ``detect`` and the streaming scorer give every window."""
+    with torch.inference_mode():
+        if isinstance(scorer, ExportedScorer):
+            return scorer.score_windows(wave, lengths).tolist()
+        embedding, logits = scorer.outputs(wave, lengths)
+        return scorer.score_outputs(embedding, logits).cpu().tolist()
+
+
 class _Batch:
-    def __init__(self, scorer: SpoofScorer, device: str) -> None:
+    def __init__(self, scorer: SpoofScorer | ExportedScorer, device: str) -> None:
         self.scorer = scorer
         self.device = torch.device(device)
         self.items: list[tuple[_Pending, int, torch.Tensor]] = []
@@ -325,9 +344,7 @@ class _Batch:
         wave = torch.zeros(len(self.items), int(lengths.max()))
         for row, (_, _, w) in enumerate(self.items):
             wave[row, : w.numel()] = w
-        with torch.inference_mode():
-            embedding, logits = self.scorer.outputs(wave.to(self.device), lengths.to(self.device))
-            scores = self.scorer.score_outputs(embedding, logits).cpu().tolist()
+        scores = score_windows(self.scorer, wave.to(self.device), lengths.to(self.device))
         for (pending, index, _), score in zip(self.items, scores, strict=True):
             pending.scores[index] = float(score)
         self.items = []

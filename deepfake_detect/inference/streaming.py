@@ -39,7 +39,7 @@ from deepfake_detect.data.audio import AudioError
 from deepfake_detect.data.preprocessing import SILENCE_PEAK, to_mono
 from deepfake_detect.inference.blocks import BlockResampler, WindowCutter
 from deepfake_detect.inference.calibration import BONAFIDE, SPOOF, check_reject_band
-from deepfake_detect.inference.detect import Detector, aggregate
+from deepfake_detect.inference.detect import Detector, aggregate, score_windows
 from deepfake_detect.inference.review import ReviewFolder
 from deepfake_detect.inference.semantics import AGGREGATES
 
@@ -273,10 +273,7 @@ class StreamingScorer:
         for row, (_, w) in enumerate(windows):
             wave[row, : w.numel()] = w
         device = torch.device(self.options.device)
-        scorer = self.detector.scorer
-        with torch.inference_mode():
-            embedding, logits = scorer.outputs(wave.to(device), lengths.to(device))
-            scores = scorer.score_outputs(embedding, logits).cpu().tolist()
+        scores = score_windows(self.detector.scorer, wave.to(device), lengths.to(device))
         calibration = self.detector.decisions
         band = self.options.reject_band
         events = []
