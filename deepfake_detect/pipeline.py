@@ -450,13 +450,15 @@ def _augment_name(cfg: DictConfig) -> str:
 
 def run_facts(cfg: DictConfig, augment: str) -> dict[str, Any]:
     """What a run is, from its config: the row ``compare`` puts it in."""
+    target = OmegaConf.select(cfg, "model.net._target_", default=None)
+    target = target or OmegaConf.select(cfg, "model._target_", default="unknown")
     train_data = cfg.data.get("train")
     if OmegaConf.is_list(train_data) or isinstance(train_data, list | tuple):
         train_data = [str(t) for t in train_data]
     return {
         "task": "train",
         "experiment": experiment_name(cfg),
-        "model": str(cfg.model.net._target_).rpartition(".")[2],
+        "model": str(target).rpartition(".")[2],
         "freeze": cfg.model.get("freeze"),
         "train_data": train_data,
         "augment": augment,
