@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from deepfake_detect.console import RUN_MARKER, end_run, run_task
-from deepfake_detect.pipeline import objective, train, wandb_identity
+from deepfake_detect.pipeline import experiment_name, objective, train, wandb_identity
 
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 RUN_KEYS = {
@@ -118,6 +118,20 @@ def test_wandb_identity_groups_a_sweep_and_tags_the_run() -> None:
     ]
     entry.group = "ablation"
     assert wandb_identity(entry, {**facts, "freeze": None}, None)["group"] == "ablation"
+
+
+def test_the_experiment_name_is_hydra_s_choice_unless_set() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_sweep("lcnn_optuna", "experiment=w2v2_frozen", "hydra.job.name=x")
+    assert experiment_name(cfg) is None  # a composed config: no Hydra app
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert experiment_name(cfg) == "w2v2_frozen"
+        cfg.experiment_name = "mine"
+        assert experiment_name(cfg) == "mine"
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 # -- the run status marker ------------------------------------------------------------------------
