@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             )
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("  ".join(cells).rstrip())
         total = sum(info.bytes for info in infos)
         print(f"{len(infos)} keys, {sum(i.entries for i in infos)} entries, {_size(total)}")
         return 0
