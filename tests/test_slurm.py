@@ -225,6 +225,79 @@ def test_sigterm_stops_the_run_interrupted_and_resume_auto_finishes_it(
     assert not (run / INTERRUPTED).exists()
 
 
+SLURM_SIGNALS = '''
+import os
+import signal
+
+from lightning.pytorch.callbacks import Callback
+
+
+class RequeueAtStep(Callback):
+    """SLURM's requeue signal (SIGUSR1) before optimizer step ``step``, then the job's end
+    (SIGKILL) one step later, as a scheduler stops it after the grace time."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        elif trainer.global_step == self.step + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.slow
+def test_under_slurm_sigusr1_writes_a_checkpoint_requeues_and_resume_auto_takes_it(
+    tiny_la: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SLURM job's environment (Lightning detects it) and a stand-in ``scontrol``: SIGUSR1
+    at the start of epoch 1 (2 steps an epoch) makes Lightning write ``hpc_ckpt_1.ckpt`` into
+    the run directory and call ``scontrol requeue <job id>``; the requeued job (the same
+    command, ``resume=auto``) resumes from that checkpoint, newer than last.ckpt, and runs to
+    max_epochs."""
+    (tmp_path / "slurm_signals.py").write_text(SLURM_SIGNALS)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODELIST": "localhost",
+    }.items():
+        monkeypatch.setenv(key, value)
+    run = tmp_path / "run"
+    common = [
+        *tiny_la_overrides(tiny_la),
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "test=false",
+        "resume=auto",
+        f"hydra.run.dir={run}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    signals = ["+callbacks.slurm._target_=slurm_signals.RequeueAtStep", "+callbacks.slurm.step=2"]
+    result = _train([*common, *signals], tmp_path)
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert calls.read_text().split() == ["requeue", "4242"]
+    hpc = run / "hpc_ckpt_1.ckpt"
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == 2
+    assert _epoch(run / "checkpoints" / "last.ckpt") == 0
+
+    result = _train(common, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {hpc}" in result.stdout + result.stderr
+    assert _epoch(run / "checkpoints" / "last.ckpt") == 2
+    assert json.loads((run / RUN_MARKER).read_text())["status"] == "finished"
+
+
 @pytest.mark.slow
 def test_the_local_submitit_launcher_runs_a_job(tiny_la: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
