@@ -428,17 +428,22 @@ def _resume_path(cfg: DictConfig) -> tuple[str | None, bool]:
 
 
 # -- the run's facts (metrics.json's "run" section, W&B tags, compare's rows) -----------------
+def _hydra_choice(group: str) -> str | None:
+    """Hydra's choice for a config group (``experiment``, ``model``); None outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:  # a composed config, no Hydra app
+        return None
+
+
 def experiment_name(cfg: DictConfig) -> str | None:
     """``experiment_name`` when set, else Hydra's choice of ``experiment=`` (None without one,
     or outside a Hydra app)."""
     if cfg.get("experiment_name"):
         return str(cfg.experiment_name)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().runtime.choices.get("experiment")
-    except ValueError:  # a composed config, no Hydra app
-        return None
+    return _hydra_choice("experiment")
 
 
 def _augment_name(cfg: DictConfig) -> str:
@@ -458,7 +463,8 @@ def run_facts(cfg: DictConfig, augment: str) -> dict[str, Any]:
     return {
         "task": "train",
         "experiment": experiment_name(cfg),
-        "model": str(target).rpartition(".")[2],
+        # the model config chosen (w2v2_linear, lcnn, ...): one class may serve several sizes
+        "model": _hydra_choice("model") or str(target).rpartition(".")[2],
         "freeze": cfg.model.get("freeze"),
         "train_data": train_data,
         "augment": augment,
