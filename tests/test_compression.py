@@ -176,11 +176,14 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["state_dict"]
 
 
-def test_qat_fine_tunes_a_checkpoint_and_saves_plain_weights(
-    corpus: Path, trained: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def qat_run(
+    corpus: Path, trained: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path]:
+    """One epoch of QAT from ``trained`` (Linear and Conv simulated): metrics, last checkpoint."""
+    out = tmp_path_factory.mktemp("qat")
     cfg = compose_config(
-        tmp_path / "qat",
+        out / "run",
         *tiny_la_overrides(corpus),
         *LCNN,
         "callbacks=qat",
@@ -189,9 +192,14 @@ def test_qat_fine_tunes_a_checkpoint_and_saves_plain_weights(
         "callbacks.qat.reduce_range=true",
         "trainer.max_epochs=1",
     )
-    metrics = train(cfg)
+    return train(cfg), out / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_qat_fine_tunes_a_checkpoint_and_saves_plain_weights(
+    trained: Path, qat_run: tuple[dict, Path]
+) -> None:
+    metrics, out = qat_run
     assert np.isfinite(metrics["test/eer"])
-    out = tmp_path / "qat" / "checkpoints" / "last.ckpt"
     before, after = _weights(trained), _weights(out)
     assert sorted(before) == sorted(after)  # plain names: no parametrizations, no extra state
     assert not any("parametrizations" in k or "original" in k for k in after)
@@ -309,3 +317,29 @@ def test_gpu_benchmark_skips_cleanly_without_cuda() -> None:
     )
     assert done.returncode == 0
     assert "no CUDA device" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_qat_checkpoint_exports_to_int8_close_to_its_fp32(
+    corpus: Path, qat_run: tuple[dict, Path], tmp_path: Path
+) -> None:
+    """The QAT checkpoint through ``export --int8 dynamic`` scores the tiny eval clips close
+    to its fp32 checkpoint: correlation > 0.99, the same decision on >= 90 % of the clips."""
+    export = pytest.importorskip("deepfake_detect.export")
+    import soundfile as sf
+
+    _, ckpt = qat_run
+    clips = sorted((corpus / "LA" / "ASVspoof2019_LA_eval" / "flac").glob("*.flac"))
+    out = tmp_path / "qat_int8.onnx"
+    export.export_model(ckpt, out, format="onnx", int8="dynamic", parity_clips=clips[:4])
+    fp32, int8 = SpoofScorer.from_checkpoint(ckpt), export.load_exported(out)
+    a, b = [], []
+    for clip in clips:
+        wave = torch.from_numpy(sf.read(clip, dtype="float32")[0])[None]
+        lengths = torch.tensor([wave.shape[1]])
+        with torch.inference_mode():
+            a.append(float(fp32(wave, lengths)[0]))
+            b.append(float(np.asarray(int8(wave, lengths)).reshape(-1)[0]))
+    a, b = np.array(a), np.array(b)
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    assert np.mean(np.sign(a) == np.sign(b)) >= 0.9
