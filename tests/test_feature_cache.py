@@ -106,9 +106,17 @@ def test_second_run_encodes_nothing(tmp_path: Path, tiny_la: Path) -> None:
     assert calls2.count == 0
 
 
-@pytest.mark.parametrize("layer", [-1, 1, "weighted"])
-def test_cached_states_are_the_encoder_output(tmp_path: Path, tiny_la: Path, layer: Any) -> None:
-    model, datamodule, root = _parts(tmp_path, tiny_la, f"model.net.layer={layer}")
+@pytest.mark.parametrize(
+    ("layer", "norm"), [(-1, "layer"), (1, "layer"), ("weighted", "layer"), (-1, "group")]
+)
+def test_cached_states_are_the_encoder_output(
+    tmp_path: Path, tiny_la: Path, layer: Any, norm: str
+) -> None:
+    """Filled in padded batches of 4, each entry is the utterance encoded alone (group norm:
+    the wav2vec2-base feature encoder, which takes no padding mask)."""
+    model, datamodule, root = _parts(
+        tmp_path, tiny_la, f"model.net.layer={layer}", f"model.net.config.feat_extract_norm={norm}"
+    )
     model.eval()
     cache = _cache_of(model, datamodule, root, "float32")
     rows = datamodule.val_rows[:5]

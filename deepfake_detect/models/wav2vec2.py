@@ -201,6 +201,27 @@ def masked_pool(frames: Tensor, mask: Tensor, pooling: str) -> Tensor:
     return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
 
 
+class _ExactPaddingFeatureEncoder(nn.Module):
+    """A group-norm feature encoder (wav2vec2-base) made padding-exact for a batch: the first
+    convolution and its group norm (statistics over time) run on each utterance's own samples,
+    the rest of the stack on the zero-padded batch (its valid frames only see valid frames)."""
+
+    def __init__(self, extractor: nn.Module, lengths: Tensor) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.lengths = lengths.tolist()
+
+    def forward(self, input_values: Tensor) -> Tensor:
+        first, *rest = self.extractor.conv_layers
+        rows = [first(input_values[i : i + 1, None, :n])[0] for i, n in enumerate(self.lengths)]
+        hidden = input_values.new_zeros(len(rows), rows[0].shape[0], max(r.shape[1] for r in rows))
+        for i, row in enumerate(rows):
+            hidden[i, :, : row.shape[1]] = row
+        for conv_layer in rest:
+            hidden = conv_layer(hidden)
+        return hidden
+
+
 class Wav2Vec2Net(SpoofNet):
     """A Wav2Vec2 encoder with the controls its heads share; subclasses add the head.
 
@@ -404,21 +425,47 @@ class Wav2Vec2Net(SpoofNet):
             num_states=config.num_hidden_layers + 1 if states == "all" else 1,
             hidden_size=config.hidden_size,
             conv=tuple(zip(config.conv_kernel, config.conv_stride, strict=True)),
-            # group-norm feature encoders (wav2vec2-base) take no mask: padding changes them
-            padding_invariant=config.feat_extract_norm == "layer",
+            # group-norm feature encoders are made padding-exact by cache_states
+            padding_invariant=True,
         )
 
     def cache_states(
         self, waveform: Tensor, lengths: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """The hidden states :meth:`features` would read, ``[B, S, F, H]`` (S: all of them for
-        the weighted sum, else 1), and the frame mask."""
+        the weighted sum, else 1), and the frame mask; each utterance's valid frames as if it
+        were encoded alone (to float rounding), so a batch fills the cache."""
+        encode = self.hidden_states
+        if self.encoder.config.feat_extract_norm == "group" and waveform.shape[0] > 1:
+            encode = self._padding_exact_states
         with torch.no_grad():
             if self.layer_weights is not None:
-                states, mask = self.hidden_states(waveform, lengths, all_layers=True)
+                states, mask = encode(waveform, lengths, all_layers=True)
                 return torch.stack(states, dim=1), mask
-            states, mask = self.hidden_states(waveform, lengths, all_layers=self.layer != -1)
+            states, mask = encode(waveform, lengths, all_layers=self.layer != -1)
             return states[self.layer].unsqueeze(1), mask
+
+    def _padding_exact_states(
+        self, waveform: Tensor, lengths: Tensor | None, all_layers: bool
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """:meth:`hidden_states` of a padded batch for a group-norm encoder (wav2vec2-base, which
+        takes no mask, so padding changes its output): the first group norm per utterance and
+        an attention mask over the padded frames (for valid frames, the same as no padding: the
+        positional convolution sees zeros there either way and attention gives them no weight)."""
+        if lengths is None:
+            lengths = torch.full((waveform.shape[0],), waveform.shape[-1], device=waveform.device)
+        samples = torch.arange(waveform.shape[-1], device=waveform.device)
+        attention_mask = (samples[None, :] < lengths[:, None]).long()
+        original = self.encoder.feature_extractor
+        self.encoder.feature_extractor = _ExactPaddingFeatureEncoder(original, lengths)
+        try:
+            out = self.encoder(
+                waveform, attention_mask=attention_mask, output_hidden_states=all_layers
+            )
+        finally:
+            self.encoder.feature_extractor = original
+        states = out.hidden_states if all_layers else (out.last_hidden_state,)
+        return states, frame_mask(self.encoder, lengths, states[-1].shape[1])
 
     def cached_frames(self, states: Tensor, mask: Tensor) -> Tensor:
         """:meth:`features`' frames from cached states ``[B, S, F, H]``."""
