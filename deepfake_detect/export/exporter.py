@@ -201,7 +201,8 @@ def parity(
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters' progress prints, warnings and registration logs, out of the report."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnx_ir", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -389,8 +390,24 @@ def export_model(
     ``int8``: None, ``"dynamic"`` or ``"static"`` (ONNX only); ``calibration``: audio files, a
     folder or a manifest for static int8; ``parity_clips``: audio to check parity on (default:
     a few ``mini_la`` eval clips when present, else synthetic clips with a warning);
-    ``window_seconds``: the fixed length of models that cannot take any length (default: the
-    training crop, ``detect``'s window)."""
+    ``window_seconds``: export at this fixed window length (default: a dynamic length where
+    the model allows it, else the training crop, ``detect``'s window)."""
+    with warnings.catch_warnings():  # torch.jit.* are deprecated: their FutureWarnings
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        return _export(
+            checkpoint_path, output_path, format, int8, calibration, parity_clips, window_seconds
+        )
+
+
+def _export(
+    checkpoint_path: str | Path,
+    output_path: str | Path,
+    format: str,  # noqa: A002
+    int8: str | None,
+    calibration: Sequence[str | Path] | str | Path | None,
+    parity_clips: Sequence[str | Path] | None,
+    window_seconds: float | None,
+) -> ExportReport:
     started = time.perf_counter()
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {FORMATS}, got {format!r}")

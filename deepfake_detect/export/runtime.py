@@ -13,8 +13,8 @@ TorchScript files with ``torch.jit.load``.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -153,7 +153,12 @@ class ExportedScorer:
     def _run(self, wave: Tensor, lengths: Tensor) -> Tensor:
         w = np.ascontiguousarray(wave.detach().float().cpu().numpy())
         n = np.ascontiguousarray(lengths.detach().cpu().numpy().astype(np.int64))
-        return torch.from_numpy(np.asarray(self.backend.run(w, n), dtype=np.float32)).reshape(-1)
+        step = self.batch_limit or len(w)
+        parts = [
+            np.asarray(self.backend.run(w[i : i + step], n[i : i + step]), dtype=np.float32)
+            for i in range(0, len(w), step)
+        ]
+        return torch.from_numpy(np.concatenate(parts).reshape(-1))
 
     def score_windows(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Scores ``[B]`` of a padded batch of windows, each scored in one pass as
@@ -237,7 +242,9 @@ def _load_torchscript(path: Path, device: str) -> ExportedScorer:
     extra = {METADATA_KEY: ""}
     try:
         content = torchscript_content_sha256(data)
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():  # torch.jit.* are deprecated (FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     except (RuntimeError, zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ExportError(
             f"cannot read TorchScript file {path}: truncated or corrupt "
@@ -271,21 +278,15 @@ def load_exported(path: str | Path, device: str = "cpu", threads: int = 0) -> Ex
     kind = exported_format(path)
     if kind == "onnx":
         return _load_onnx(path, device, threads)
-    if kind == "torchscript" or path.suffix.lower() == ".pt":
+    if kind == "torchscript":
+        return _load_torchscript(path, device)
+    if sniff(path) == "checkpoint" and not path.suffix.lower() == ".pt":
+        raise ExportError(
+            f"{path} is a training checkpoint, not an exported model: export it with "
+            "`deepfake-detect export`, or load it with deepfake_detect.inference.load_model"
+        )
+    if path.suffix.lower() == ".pt":  # a damaged TorchScript archive reads as no archive
         return _load_torchscript(path, device)
     raise ExportError(
         f"{path} is neither an ONNX file nor a TorchScript archive exported by deepfake-detect"
     )
-
-
-def score_batches(scorer: ExportedScorer, clips: Sequence[Tensor], batch: int = 8) -> list[float]:
-    """Scores of whole clips (``forward``), ``batch`` at a time."""
-    out: list[float] = []
-    for start in range(0, len(clips), batch):
-        group = clips[start : start + batch]
-        lengths = torch.tensor([c.numel() for c in group])
-        wave = torch.zeros(len(group), int(lengths.max()))
-        for row, c in enumerate(group):
-            wave[row, : c.numel()] = c
-        out += scorer(wave, lengths).tolist()
-    return out
