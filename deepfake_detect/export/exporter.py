@@ -12,6 +12,7 @@ max abs difference reaches :data:`PARITY_BOUND` is not kept.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -50,9 +51,11 @@ from deepfake_detect.export.metadata import (
 )
 from deepfake_detect.export.quantize import CALIBRATION_WINDOWS, as_numpy_windows, quantize
 from deepfake_detect.export.runtime import (
+    INSTALL_HINT,
     ExportedScorer,
     load_exported,
     require_onnx,
+    require_onnxruntime,
 )
 from deepfake_detect.inference.calibration import stored_calibration
 from deepfake_detect.inference.detect import DEFAULT_WINDOW_SECONDS, collect_inputs
@@ -422,6 +425,9 @@ def _export(
         raise ExportError("--int8 static needs --calibration PATH (audio files, folder, manifest)")
     if format == "onnx":
         require_onnx()
+        require_onnxruntime()  # the dynamic-length probe and the parity check run the file
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ExportError(f"ONNX export needs onnxscript: {INSTALL_HINT}")
     source = Path(checkpoint_path).expanduser()
     output = Path(output_path).expanduser()
     checkpoint = read_checkpoint(source)
