@@ -164,18 +164,26 @@ def padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pytorch_window_scores(scorer: SpoofScorer, rows: list[torch.Tensor], fixed: int | None):
-    """What the checkpoint's scorer gives each window (tiled to ``fixed`` for a fixed-length
-    export, as its runtime does)."""
-    if fixed is not None:
-        out = []
-        for r in rows:
-            t, n = tile_short(r[None], torch.tensor([r.numel()]), scorer.min_len)
-            r = t[0, : int(n[0])]
-            out.append(r.repeat((fixed + r.numel() - 1) // r.numel())[:fixed])
-        rows = out
-    wave, lengths = padded(rows)
-    with torch.inference_mode():
-        return scorer.score_outputs(*scorer.outputs(wave, lengths))
+    """What the checkpoint's scorer gives each window; for a fixed-length export, as its runtime
+    feeds it: a shorter window tiled up to ``fixed``, a longer one the mean of its
+    half-overlapping ``fixed`` windows."""
+
+    def score(batch: list[torch.Tensor]) -> torch.Tensor:
+        wave, lengths = padded(batch)
+        with torch.inference_mode():
+            return scorer.score_outputs(*scorer.outputs(wave, lengths))
+
+    if fixed is None:
+        return score(rows)
+    out = []
+    for r in rows:
+        t, n = tile_short(r[None], torch.tensor([r.numel()]), scorer.min_len)
+        r = t[0, : int(n[0])]
+        if r.numel() <= fixed:
+            out.append(score([r.repeat((fixed + r.numel() - 1) // r.numel())[:fixed]])[0])
+        else:
+            out.append(score(list(windows(r, fixed))).mean())
+    return torch.stack(out)
 
 
 def check_parity(ckpt: Path, path: Path, paths: list[str], bound: float = 1e-4) -> float:
@@ -358,6 +366,19 @@ def test_export_command_report(ckpts, clips, tmp_path, capsys) -> None:
     assert f"wrote {out}" in text and "parity vs PyTorch: max abs diff" in text
     assert "axes: dynamic batch" in text and out.is_file()
     assert load_exported(out).metadata["parity"]["clips"] == len(clips)
+
+
+def test_window_seconds_forces_a_fixed_length(ckpts, clips, tmp_path, capsys) -> None:
+    out = tmp_path / "short.pt"
+    args = ["export", str(ckpts["lcnn"]), "--format", "torchscript", "-o", str(out)]
+    assert main([*args, "--window-seconds", "0.25", "--parity-clips", *clips]) == 0
+    assert "fixed length 4000 samples (0.25 s): asked (--window-seconds)" in capsys.readouterr().out
+    exported = load_exported(out)
+    assert exported.fixed_length == 4000 and exported.metadata["window"] == WINDOW
+    # detect's 0.5 s windows are scored as the mean of the 0.25 s windows inside them
+    check_parity(ckpts["lcnn"], out, clips)
+    with pytest.raises(ExportError, match="shorter than the model's minimum input"):
+        export_model(ckpts["lcnn"], tmp_path / "tiny.pt", "torchscript", window_seconds=0.01)
 
 
 # -- safety ---------------------------------------------------------------------------------------

@@ -315,6 +315,8 @@ def build_graph(
             except Exception as exc:  # every exporter failure means: try a fixed length
                 reason = f"dynamic length failed ({_first_line(exc)})"
         log.info("exporting at a fixed length: %s", reason)
+    else:
+        reason = "asked (--window-seconds)"
     length = fixed_length or window
     graph = ScoreGraph(scorer, fixed=True).eval()
     try:
@@ -512,8 +514,6 @@ def _export(
         data = _serialize(graph, metadata, format)
     _write_atomically(data, output)
     final = load_exported(output).metadata
-    for note in notes:
-        log.warning(note)
     return ExportReport(
         path=output,
         format=format,
