@@ -93,7 +93,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--uncached-trials", type=int, default=10)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["single", "sweep"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["single", "sweep", "uncached", "cached"]
+    )
     args = parser.parse_args()
     out = Path(args.out or f"/tmp/feature_cache_bench_{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
@@ -102,10 +104,12 @@ def main() -> None:
     cache = "data.feature_cache.enabled=true"
     rows: list[dict] = []
     if "single" not in args.skip:
-        rows.append(run("uncached", common, out))
+        if "uncached" not in args.skip:
+            rows.append(run("uncached", common, out))
         single_dir = f"data.feature_cache.dir={out / 'features_single'}"
-        rows.append(run("cached_cold", [*common, cache, single_dir], out))
-        rows.append(run("cached_warm", [*common, cache, single_dir], out))
+        if "cached" not in args.skip:
+            rows.append(run("cached_cold", [*common, cache, single_dir], out))
+            rows.append(run("cached_warm", [*common, cache, single_dir], out))
     sweep: dict[str, list[dict]] = {"cached": [], "uncached": []}
     if "sweep" not in args.skip:
         rng = random.Random(args.seed)
@@ -128,7 +132,7 @@ def main() -> None:
     )
     print("| run | wall (s) | speed-up | val EER |")
     print("|---|---|---|---|")
-    base = rows[0]["wall_s"] if rows else None
+    base = rows[0]["wall_s"] if rows and rows[0]["name"] == "uncached" else None
     for row in rows:
         speed = f"{base / row['wall_s']:.1f}x" if base else ""
         print(f"| {row['name']} | {row['wall_s']:.0f} | {speed} | {row['val_eer']:.4f} |")
