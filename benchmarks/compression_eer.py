@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from deepfake_detect.export import export_model, load_exported
+    from deepfake_detect.export import ExportedScorer, export_model, load_exported
     from deepfake_detect.models.scorer import SpoofScorer
 
     torch.set_num_threads(args.threads)
@@ -287,11 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         if path is None:
             rows.append((label, None))
             continue
-        scorer = (
-            SpoofScorer.from_checkpoint(path)
-            if kind == "ckpt"
-            else load_exported(path, threads=args.threads)
-        )
+        if kind == "ckpt":
+            scorer: Any = SpoofScorer.from_checkpoint(path)
+        elif kind == "onnx":
+            scorer = load_exported(path, threads=args.threads)
+        else:  # quantized here: the export's host, its fp32 source's metadata
+            source = path.parent / (path.name.split("_dyn_")[0] + ".onnx")
+            host = load_exported(source, threads=args.threads)
+            scorer = ExportedScorer(_RawOnnx(path, args.threads), host.metadata, str(path))
         eers = {n: eer_percent(score_all(scorer, audio[n]), labels[n]) for n in sets}
         speed = seconds_per_clip(scorer, args.threads, args.repeats)
         rows.append((label, (path, eers, speed)))

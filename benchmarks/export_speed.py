@@ -179,6 +179,14 @@ def extra_variants(name: str, fp32: Path, workdir: Path) -> dict[str, Path]:
 
 # -- one measurement (a subprocess) ---------------------------------------------------------------
 def _peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM (``ru_maxrss`` survives exec on Linux, so a worker
+    would report its parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -280,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lcnn-ckpt", type=Path, default=None, help="a trained LCNN (default: random)"
     )
     parser.add_argument("--skip-channels-last", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        help="measure only these files (eager torchscript onnx_fp32 "
+        "int8_dynamic int8_static qat_int8 ort_int8_dyn_...)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -307,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, kind, key in ROWS:
             key = key or kind
             if key not in files or (kind == "eager_channels_last" and args.skip_channels_last):
+                continue
+            if args.only and key not in args.only and kind not in args.only:
                 continue
             for batch in args.batches:
                 reps = max(2, repeats // 2) if batch > 1 and name == "w2v2_base" else repeats
