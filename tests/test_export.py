@@ -310,6 +310,30 @@ def test_stream_on_onnx_equals_stream_on_checkpoint(name: str, exports, ckpts, c
         assert a.window_decision == b.window_decision
 
 
+def test_serve_runs_an_onnx_file(exports, ckpts, clips) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from deepfake_detect.serve.app import create_app
+
+    answers = {}
+    for key, model in (
+        ("ckpt", ckpts["w2v2_linear"]),
+        ("onnx", exports["w2v2_linear", "onnx", None].path),
+    ):
+        client = TestClient(create_app(model))
+        health = client.get("/health").json()
+        assert health["threshold"] == CALIBRATION.threshold
+        assert health["reject_band"] == CALIBRATION.reject_band
+        with open(clips[1], "rb") as f:
+            reply = client.post("/detect", files={"file": ("clip.flac", f, "audio/flac")})
+        assert reply.status_code == 200
+        answers[key] = reply.json()
+    assert answers["onnx"]["decision"] == answers["ckpt"]["decision"]
+    assert answers["onnx"]["score"] == pytest.approx(answers["ckpt"]["score"], abs=1e-4)
+
+
 # -- int8 -----------------------------------------------------------------------------------------
 def fp32_spread(ckpt: Path, clips: list[str]) -> float:
     scorer = SpoofScorer.from_checkpoint(ckpt)
