@@ -261,6 +261,33 @@ def test_inputs_from_folders_and_manifests(tmp_path: Path) -> None:
 
 
 # -- the command ----------------------------------------------------------------------------------
+class _NotAllowed:
+    """A class torch's weights-only unpickler refuses (a pickle that could run code)."""
+
+
+def test_unreadable_checkpoints_are_corrupt_and_pickles_refused(tmp_path: Path) -> None:
+    """Bytes that are no checkpoint (zeros, text, noise) read as corrupt; a pickle of arbitrary
+    objects is refused as such, without loading it."""
+    from deepfake_detect.models.checkpoint import CheckpointError, read_checkpoint
+
+    rng = np.random.default_rng(0)
+    for name, data in (
+        ("zeros", bytes(1000)),
+        ("text", b"hello, this is no checkpoint"),
+        ("noise", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+    ):
+        path = tmp_path / f"{name}.ckpt"
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError, match="truncated or corrupt") as exc:
+            read_checkpoint(path)
+        assert str(path) in str(exc.value) and "weights_only" not in str(exc.value)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "payload": _NotAllowed()}, pickled)
+    with pytest.raises(CheckpointError, match="never loaded") as exc:
+        read_checkpoint(pickled)
+    assert "_NotAllowed" in str(exc.value)
+
+
 def test_user_errors_are_one_line_and_exit_2(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     empty = tmp_path / "no_audio"
     empty.mkdir()

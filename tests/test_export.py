@@ -542,3 +542,12 @@ def test_full_size_parity(name: str, fmt: str, clips, tmp_path) -> None:
     assert Detector  # the Detector runs it too
     (result,) = score_files(load_model(report.path), clips[:1])
     assert result.scored
+
+
+def test_calibrate_refuses_an_exported_file(exports, clips, capsys) -> None:
+    """Calibration is written into a checkpoint; an exported file carries a copy of it, so
+    calibrate names the file as exported before scoring anything."""
+    source = exports["w2v2_linear", "onnx", None].path
+    assert main(["calibrate", str(source), "--data", str(Path(clips[0]).parent)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an exported model" in err and str(source) in err

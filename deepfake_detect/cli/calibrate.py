@@ -134,6 +134,7 @@ def config_trials(name: str, overrides: list[str], config_dir: str) -> list[tupl
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from deepfake_detect.export import ExportError, exported_format
     from deepfake_detect.inference.calibration import (
         check_reject_band,
         fit_calibration,
@@ -141,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from deepfake_detect.inference.detect import load_model, score_files
 
+    if exported_format(args.checkpoint):
+        raise ExportError(
+            f"{args.checkpoint} is an exported model: calibrate the checkpoint it came from, "
+            "then export it again (the calibration travels in the exported file)"
+        )
     method, value = threshold_rule(args)
     check_reject_band(args.reject_band)
     options = scoring_options(args)

@@ -38,7 +38,12 @@ def add_parser(subparsers: Any) -> None:
         epilog=SCORE_SEMANTICS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="a checkpoint (.ckpt) written by training")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a checkpoint (.ckpt) written by training, or a file from `deepfake-detect export` "
+        "(.onnx, TorchScript)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument(

@@ -39,7 +39,12 @@ def add_parser(subparsers: Any) -> None:
         epilog=SCORE_SEMANTICS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="a checkpoint (.ckpt) written by training")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a checkpoint (.ckpt) written by training, or a file from `deepfake-detect export` "
+        "(.onnx, TorchScript)",
+    )
     parser.add_argument(
         "input",
         metavar="FILE | -",

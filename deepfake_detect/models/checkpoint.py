@@ -24,14 +24,21 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        refused = next((line for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        if not refused:  # the unpickler choked on bytes that are no pickle at all
+            raise CheckpointError(f"cannot read {what} {path}: truncated or corrupt") from None
         raise CheckpointError(
             f"{path} is not a {what} this project wrote: it holds objects other than tensors "
             f"and plain containers, and such files are never loaded (they can run code). "
-            f"({str(exc).splitlines()[0][:200]})"
+            f"({refused.strip()[:200]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        detail = (str(exc).splitlines() or [""])[0]
+        # torch's advice for old-format files (load with weights_only=False) is not ours to give
+        detail = "" if "weights_only" in detail or isinstance(exc, KeyError) else detail
         raise CheckpointError(
-            f"cannot read {what} {path}: truncated or corrupt ({str(exc).splitlines()[0][:200]})"
+            f"cannot read {what} {path}: truncated or corrupt"
+            + (f" ({detail[:200]})" if detail else "")
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a {what} this project wrote (no state_dict)")
