@@ -320,12 +320,6 @@ def test_gpu_benchmark_skips_cleanly_without_cuda() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the export's dynamic int8 quantizes the LCNN's spectral front end (filter bank and "
-    "DCT MatMuls on the power spectrum): correlation 0.97 here, chance on mini_la "
-    "(results_compress.md); remove this mark once the export keeps the front end in float",
-)
 def test_qat_checkpoint_exports_to_int8_close_to_its_fp32(
     corpus: Path, qat_run: tuple[dict, Path], tmp_path: Path
 ) -> None:

@@ -551,3 +551,31 @@ def test_calibrate_refuses_an_exported_file(exports, clips, capsys) -> None:
     assert main(["calibrate", str(source), "--data", str(Path(clips[0]).parent)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is an exported model" in err and str(source) in err
+
+
+def test_int8_keeps_a_spectral_front_end_in_float() -> None:
+    """The MatMul / Gemm nodes no Conv feeds (a filter bank on the power spectrum) stay float:
+    per-tensor int8 of their input rounds the quiet bins to zero; every node after a Conv is
+    quantized. A graph without Conv keeps nothing float."""
+    from onnx import TensorProto, helper
+
+    from deepfake_detect.export.quantize import front_end_nodes
+
+    def graph(nodes: list) -> onnx.ModelProto:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        return helper.make_model(helper.make_graph(nodes, "g", [x], [y]))
+
+    spectral = graph(
+        [
+            helper.make_node("MatMul", ["x", "fb"], ["mel"], name="filterbank"),
+            helper.make_node("Log", ["mel"], ["logmel"], name="log"),
+            helper.make_node("MatMul", ["logmel", "dct"], ["cep"], name="dct"),
+            helper.make_node("Conv", ["cep", "k"], ["c1"], name="conv"),
+            helper.make_node("MatMul", ["c1", "w"], ["h"], name="after_conv"),
+            helper.make_node("Gemm", ["h", "w2"], ["y"], name="classifier"),
+        ]
+    )
+    assert front_end_nodes(spectral) == ["filterbank", "dct"]
+    no_conv = graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")])
+    assert front_end_nodes(no_conv) == []
