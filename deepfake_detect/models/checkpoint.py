@@ -24,7 +24,9 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = next((line for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        # torch names the refused global ("Unsupported global: GLOBAL os.system ..." or
+        # "unsupported GLOBAL posix.system whose module posix is blocked")
+        refused = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "")
         if not refused:  # the unpickler choked on bytes that are no pickle at all
             raise CheckpointError(f"cannot read {what} {path}: truncated or corrupt") from None
         raise CheckpointError(
