@@ -205,18 +205,10 @@ def _loggers(cfg: DictConfig, facts: Mapping[str, Any] | None = None) -> list[Lo
     return loggers
 
 
-def finish_wandb(loggers: list[Logger], failed: bool) -> None:
-    """End the W&B runs these loggers started (exit code 1: W&B marks the run failed). Without
-    it the next run of a sweep in this process would log into the same W&B run."""
-    for logger in loggers:
-        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
-        if run is not None and hasattr(run, "finish"):
-            run.finish(exit_code=1 if failed else 0)
-            logger._experiment = None
-
-
 def finishes_wandb(run: Callable[..., Any]) -> Callable[..., Any]:
-    """Finish the W&B run a task started, if any (failed when the task raises)."""
+    """Finish the W&B run a task started, if any (exit code 1, which W&B marks failed, when
+    the task raises): without it the next run of a sweep in this process would log into the
+    same W&B run."""
 
     @functools.wraps(run)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -235,17 +227,6 @@ def _finish_global_wandb(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")  # never imported: no run to finish
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.run.finish(exit_code=exit_code)
-
-
-@contextmanager
-def _wandb_finished(loggers: list[Logger]) -> Iterator[None]:
-    """W&B is finished whatever happens in the block (``loggers`` may be filled inside it)."""
-    try:
-        yield
-    except BaseException:
-        finish_wandb(loggers, failed=True)
-        raise
-    finish_wandb(loggers, failed=False)
 
 
 def _trainer(cfg: DictConfig, loggers: list[Logger], no_validation: str | None = None) -> L.Trainer:
@@ -533,6 +514,7 @@ def objective(metrics: Mapping[str, Any], name: str, multirun: bool) -> float | 
 
 
 @names_config_sources
+@finishes_wandb
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint (by ``val/eer``); returns every metric (the test
     metrics in float64, from the result records)."""
@@ -557,10 +539,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     augment = describe_augmentation(waves, masking)
     log.info("augmentation (training only): %s", augment)
     facts = run_facts(cfg, augment)
-    loggers: list[Logger] = []
-    with _wandb_finished(loggers):
-        loggers += _loggers(cfg, facts)
-        return _fit_and_test(cfg, model, datamodule, loggers, facts, resume, started)
+    loggers = _loggers(cfg, facts)
+    return _fit_and_test(cfg, model, datamodule, loggers, facts, resume, started)
 
 
 def _fit_and_test(
